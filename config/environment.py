@@ -1,0 +1,165 @@
+"""Reading settings from the environment.
+
+Every setting of the service comes from an environment variable with a safe
+default. A value that cannot be used stops start-up with one line that says
+what to set, instead of a traceback deep inside Django.
+"""
+
+import os
+import re
+import sys
+from datetime import timedelta
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def stop(message: str):
+    """Stop start-up with a one-line message (exit status 1)."""
+    raise SystemExit(f"Configuration error: {message}")
+
+
+def warn(message: str):
+    sys.stderr.write(f"WARNING: {message}\n")
+
+
+def text(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def flag(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    stop(f"{name} must be true or false (1/0, yes/no), not {raw!r}")
+
+
+def integer(name: str, default: int, *, minimum: int = 0) -> int:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        stop(f"{name} must be a whole number, not {raw!r}")
+    if value < minimum:
+        stop(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def parse_duration(raw: str) -> timedelta:
+    """'90' (seconds), '15m', '12h', '7d' or '2w' as a timedelta; ValueError otherwise."""
+    match = _DURATION.match(raw or "")
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"{raw!r} is not a duration such as 3600, 90m, 12h, 7d or 2w")
+    return timedelta(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
+
+
+def duration(name: str, default: str) -> timedelta:
+    raw = os.environ.get(name) or default
+    try:
+        return parse_duration(raw)
+    except ValueError as error:
+        stop(f"{name}: {error}")
+
+
+def choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = text(name, default).lower()
+    if value not in allowed:
+        stop(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    return value
+
+
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(s|sec|second|m|min|minute|h|hour|d|day)\s*$", re.IGNORECASE)
+
+
+def rate(name: str, default: str) -> str | None:
+    """A request rate as DRF's throttles read it ('30/min', '5/s', '1000/hour', '10/day'); 'off' is None."""
+    raw = os.environ.get(name) or default
+    if raw.strip().lower() in ("off", "none"):
+        return None
+    match = _RATE.match(raw)
+    if not match or int(match.group(1)) == 0:
+        stop(f"{name} must be a rate such as 30/min, 5/s, 1000/hour or 10/day (or off), not {raw!r}")
+    return f"{int(match.group(1))}/{match.group(2).lower()}"
+
+
+def proxy_ssl_header(name: str) -> tuple[str, str] | None:
+    """'X-Forwarded-Proto: https' as Django's SECURE_PROXY_SSL_HEADER ('HTTP_X_FORWARDED_PROTO', 'https')."""
+    raw = text(name)
+    if not raw:
+        return None
+    header, separator, value = raw.partition(":")
+    header, value = header.strip(), value.strip()
+    if not separator or not value or not re.match(r"^[A-Za-z0-9-]+$", header):
+        stop(f"{name} must be a header and the value that means HTTPS, e.g. 'X-Forwarded-Proto: https', not {raw!r}")
+    return "HTTP_" + header.upper().replace("-", "_"), value
+
+
+def words(name: str, default: str = "") -> list[str]:
+    return [item for item in re.split(r"[,\s]+", text(name, default)) if item]
+
+
+def secret(name: str, *, debug: bool, development_value: str) -> str:
+    """A secret that production must set; with DEBUG on, a development value and a warning."""
+    value = text(name)
+    if value:
+        return value
+    if not debug:
+        stop(f"{name} is not set; set it to a long random value (DEBUG is off)")
+    warn(f"{name} is not set; using a development value (never do this in production)")
+    return development_value
+
+
+def github_settings() -> dict:
+    """The GitHub git host's settings (GIT_HOST=github): a token or a GitHub App, never both."""
+    organization = text("GITHUB_ORG")
+    if not organization:
+        stop("GIT_HOST=github needs GITHUB_ORG, the organization that holds the sandbox repositories")
+    token = text("GITHUB_TOKEN")
+    app = {name: text(name) for name in ("GITHUB_APP_ID", "GITHUB_APP_PRIVATE_KEY", "GITHUB_APP_PRIVATE_KEY_PATH",
+                                          "GITHUB_APP_INSTALLATION_ID")}
+    if token and any(app.values()):
+        stop("set either GITHUB_TOKEN or the GITHUB_APP_* settings, not both")
+    private_key = app["GITHUB_APP_PRIVATE_KEY"]
+    if not token:
+        if app["GITHUB_APP_PRIVATE_KEY"] and app["GITHUB_APP_PRIVATE_KEY_PATH"]:
+            stop("set either GITHUB_APP_PRIVATE_KEY or GITHUB_APP_PRIVATE_KEY_PATH, not both")
+        missing = [name for name in ("GITHUB_APP_ID", "GITHUB_APP_INSTALLATION_ID") if not app[name]]
+        if not (app["GITHUB_APP_PRIVATE_KEY"] or app["GITHUB_APP_PRIVATE_KEY_PATH"]):
+            missing.append("GITHUB_APP_PRIVATE_KEY (or GITHUB_APP_PRIVATE_KEY_PATH)")
+        if len(missing) == 3:
+            stop("GIT_HOST=github needs GITHUB_TOKEN, or a GitHub App: GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY"
+                 " (or GITHUB_APP_PRIVATE_KEY_PATH) and GITHUB_APP_INSTALLATION_ID")
+        if missing:
+            stop(f"the GitHub App settings are incomplete: set {', '.join(missing)}")
+        for name in ("GITHUB_APP_ID", "GITHUB_APP_INSTALLATION_ID"):
+            if not app[name].isdigit():
+                stop(f"{name} must be a number, not {app[name]!r}")
+        if app["GITHUB_APP_PRIVATE_KEY_PATH"]:
+            try:
+                private_key = open(app["GITHUB_APP_PRIVATE_KEY_PATH"]).read()
+            except OSError as error:
+                stop(f"GITHUB_APP_PRIVATE_KEY_PATH cannot be read: {error.strerror}")
+        if "PRIVATE KEY" not in private_key:
+            stop("the GitHub App private key is not a PEM key (-----BEGIN RSA PRIVATE KEY----- ...)")
+    return {
+        "organization": organization,
+        "api_url": text("GITHUB_API_URL", "https://api.github.com").rstrip("/"),
+        "token": token,
+        "app_id": app["GITHUB_APP_ID"],
+        "app_private_key": private_key,
+        "app_installation_id": int(app["GITHUB_APP_INSTALLATION_ID"] or 0),
+        "private": flag("GITHUB_REPO_PRIVATE", default=True),
+        "timeout": integer("GITHUB_TIMEOUT", 15, minimum=1),
+        "retries": integer("GITHUB_RETRIES", 3, minimum=0),
+        "max_rate_limit_wait": integer("GITHUB_MAX_RATE_LIMIT_WAIT", 60, minimum=0),
+        "seconds_between_writes": float(integer("GITHUB_MS_BETWEEN_WRITES", 1000, minimum=0)) / 1000,
+    }

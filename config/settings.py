@@ -1,0 +1,224 @@
+"""Settings of the sandbox service, all read from the environment.
+
+The defaults run the whole service on one machine with nothing installed:
+SQLite under var/, django-q2's ORM broker, the local sandbox backend and the
+local git host. README.md lists every variable.
+"""
+
+from pathlib import Path
+
+import dj_database_url
+
+from config import environment as env
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env.text("VAR_DIR") or BASE_DIR / "var")
+
+DEBUG = env.flag("DEBUG", default=False)
+SECRET_KEY = env.secret("SECRET_KEY", debug=DEBUG, development_value="dev-secret-key-not-for-production")
+# HMAC pepper for API keys: a database dump alone cannot be used to check guessed keys.
+API_KEY_PEPPER = env.secret("API_KEY_PEPPER", debug=DEBUG, development_value="dev-api-key-pepper")
+ALLOWED_HOSTS = env.words("ALLOWED_HOSTS", "localhost 127.0.0.1 [::1]" if DEBUG else "")
+if not DEBUG and not ALLOWED_HOSTS:
+    env.stop("ALLOWED_HOSTS is not set; list the host names the service answers to (DEBUG is off)")
+CSRF_TRUSTED_ORIGINS = env.words("CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "corsheaders",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_q",
+    "accounts",
+    "orgs",
+    "sandboxes",
+    "config",  # the project itself: its migration creates the database cache's table
+]
+
+MIDDLEWARE = [
+    "config.middleware.RequestIdMiddleware",
+    "config.middleware.DatabaseUnavailableMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "config.middleware.ApiBodySizeLimitMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASE_URL = env.text("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
+try:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+except ValueError as error:
+    env.stop(f"DATABASE_URL cannot be read ({error}); e.g. postgres://user@127.0.0.1:5432/dbname")
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A database host that does not answer fails the request in seconds
+    # (a JSON 503, config/errors.py) instead of holding the worker.
+    DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.integer(
+        "DATABASE_CONNECT_TIMEOUT", 5, minimum=1
+    )
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["ENGINE"] = "config.sqlite"
+    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    # Web and worker write the same file: wait for the lock instead of failing at once.
+    DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+# WhiteNoise serves the admin's and the API docs' assets (Swagger UI comes from
+# the sidecar package, so /api/docs/ works offline). Without `collectstatic`
+# it finds them in the installed apps.
+WHITENOISE_USE_FINDERS = True
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+
+# --- Sandboxes -----------------------------------------------------------------
+SANDBOX_BACKEND = env.choice("SANDBOX_BACKEND", "local", ("local",))
+SANDBOX_ROOT = Path(env.text("SANDBOX_ROOT") or VAR_DIR / "sandboxes")
+SANDBOX_TEMPLATE_DIR = Path(env.text("SANDBOX_TEMPLATE_DIR") or BASE_DIR / "sandboxes" / "starter")
+SANDBOX_COMMAND_TIMEOUT = env.integer("SANDBOX_COMMAND_TIMEOUT", 60, minimum=1)
+GIT_HOST = env.choice("GIT_HOST", "local", ("local", "github"))
+GIT_ROOT = Path(env.text("GIT_ROOT") or VAR_DIR / "git")
+GITHUB = env.github_settings() if GIT_HOST == "github" else None
+SNAPSHOT_TTL = env.duration("SNAPSHOT_TTL", "7d")
+if not SANDBOX_TEMPLATE_DIR.is_dir():
+    env.stop(f"SANDBOX_TEMPLATE_DIR {SANDBOX_TEMPLATE_DIR} is not a folder")
+
+# A setup run gets this long in a worker; one still EXECUTING after it (plus a
+# grace period) lost its worker and is failed by the sweep.
+SETUP_RUN_TIMEOUT = env.integer("SETUP_RUN_TIMEOUT", 300, minimum=10)
+SETUP_RUN_GRACE = env.integer("SETUP_RUN_GRACE", 60, minimum=0)
+SETUP_RUN_STALE_AFTER = SETUP_RUN_TIMEOUT + SETUP_RUN_GRACE
+
+# --- Queue (django-q2) ----------------------------------------------------------
+REDIS_URL = env.text("REDIS_URL")
+Q_CLUSTER = {
+    "name": env.text("QUEUE_NAME", "sandboxes"),
+    "workers": env.integer("QUEUE_WORKERS", 2, minimum=1),
+    "timeout": SETUP_RUN_TIMEOUT,
+    # `retry` must exceed `timeout` (django-q2 docs): a task is only handed out
+    # again once the worker that held it would have been stopped. The pipeline
+    # claims its run once, so a second delivery returns without doing anything.
+    "retry": SETUP_RUN_TIMEOUT + 30,
+    "max_attempts": 2,
+    "ack_failures": True,
+    "catch_up": False,
+    "label": "Queue",
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# --- Cache (the API's rate limits) ------------------------------------------------
+# Shared by every web process: Redis when there is one, else a table in the
+# database (created by config/migrations, so `migrate` is enough). Keys are
+# prefixed with the queue name, so services sharing one Redis keep apart.
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                          "KEY_PREFIX": Q_CLUSTER["name"]}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "sandbox_cache",
+                          "KEY_PREFIX": Q_CLUSTER["name"], "OPTIONS": {"MAX_ENTRIES": 10000}}}
+
+# --- API ------------------------------------------------------------------------
+API_MAX_BODY_BYTES = env.integer("API_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_THROTTLE_CLASSES": ["accounts.throttling.ApiKeyRateThrottle"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+# Requests per API key (accounts/throttling.py); None is no limit.
+API_THROTTLE_RATES = {
+    "setup": env.rate("THROTTLE_SETUP_RATE", "30/min"),
+    "delete": env.rate("THROTTLE_DELETE_RATE", "30/min"),
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Sandbox API",
+    "DESCRIPTION": "Set up and delete personal sandboxes: a git repository and an expiring snapshot per account.",
+    "VERSION": "1.0.0",
+    "OAS_VERSION": "3.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_AUTHENTICATION": [],
+    "ENUM_NAME_OVERRIDES": {
+        "SuccessStatusEnum": ["success"],
+        "OperationStatusEnum": ["success", "error"],
+        "ErrorStatusEnum": ["error"],
+        "RunStatusEnum": "sandboxes.models.SetupRun.Status",
+    },
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# Browser clients send the key in a header, never a cookie, so any origin may
+# call the API unless CORS_ALLOWED_ORIGINS narrows it.
+CORS_URLS_REGEX = r"^/api/.*$"
+CORS_ALLOWED_ORIGINS = env.words("CORS_ALLOWED_ORIGINS")
+CORS_ALLOW_ALL_ORIGINS = not CORS_ALLOWED_ORIGINS
+CORS_ALLOW_HEADERS = ("accept", "authorization", "content-type", "x-api-key", "x-request-id")
+CORS_EXPOSE_HEADERS = ("x-request-id", "retry-after")
+
+LOG_LEVEL = env.text("LOG_LEVEL", "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django_q": {"level": "WARNING" if LOG_LEVEL == "INFO" else LOG_LEVEL}},
+}
+
+# --- HTTPS ----------------------------------------------------------------------
+# Production answers over HTTPS only, usually behind a proxy that terminates TLS
+# and says so in a header (SECURE_PROXY_SSL_HEADER); `manage.py check --deploy`
+# passes with the production environment README.md lists.
+# https://docs.djangoproject.com/en/5.2/howto/deployment/checklist/
+SECURE_PROXY_SSL_HEADER = env.proxy_ssl_header("SECURE_PROXY_SSL_HEADER")
+if not DEBUG:
+    SESSION_COOKIE_SECURE = env.flag("SECURE_COOKIES", default=True)
+    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+    SECURE_SSL_REDIRECT = env.flag("SECURE_SSL_REDIRECT", default=True)
+    # A load balancer's health check speaks plain HTTP to each instance.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SECURE_HSTS_SECONDS = env.integer("SECURE_HSTS_SECONDS", 365 * 24 * 3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.flag("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env.flag("SECURE_HSTS_PRELOAD", default=True)
