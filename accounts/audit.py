@@ -1,0 +1,97 @@
+"""The audit trail: who did what to which account, recorded with the change itself.
+
+Services take an `Actor` (an API request, a staff user in the admin, or a
+command or worker of our own) and call `audit_record` inside the transaction
+of the change, so an event exists exactly when its change does.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from uuid import UUID
+
+from accounts.models import Account, ApiKey, AuditEvent
+
+
+@dataclass(frozen=True)
+class Actor:
+    api_key: ApiKey | None = None
+    user: object | None = None  # a staff user of the admin
+    system: str = ""  # a command or the worker
+    client_ip: str | None = None
+    request_id: str = ""
+
+    @classmethod
+    def from_api_request(cls, request) -> "Actor":
+        return cls(api_key=request.auth, client_ip=client_ip(request), request_id=request_id(request))
+
+    @classmethod
+    def from_admin_request(cls, request) -> "Actor":
+        return cls(user=request.user, client_ip=client_ip(request), request_id=request_id(request))
+
+    @classmethod
+    def command(cls, name: str) -> "Actor":
+        return cls(system=name)
+
+    @property
+    def label(self) -> str:
+        if self.api_key is not None:
+            return f"API key {self.api_key.prefix}… of {self.api_key.account.email}"
+        if self.user is not None:
+            return f"staff user {self.user.get_username()}"
+        return self.system or "system"
+
+    @property
+    def is_staff_user(self) -> bool:
+        return self.user is not None
+
+
+WORKER = Actor.command("worker")
+
+
+def client_ip(request) -> str | None:
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def request_id(request) -> str:
+    return getattr(request, "request_id", "")
+
+
+def audit_event(
+    *,
+    action: str,
+    actor: Actor,
+    account: Account | UUID | None = None,
+    outcome: str = AuditEvent.Outcome.SUCCESS,
+    run_id: str = "",
+    detail: str = "",
+) -> AuditEvent:
+    """An unsaved event; `audit_record` saves one, `audit_record_many` saves a batch in one query."""
+    account_id = account.pk if isinstance(account, Account) else account
+    return AuditEvent(
+        action=action,
+        outcome=outcome,
+        actor=actor.label[:200],
+        actor_key=actor.api_key,
+        actor_user=actor.user,
+        account_id=account_id,
+        account_ref=account_id,
+        run_id=run_id,
+        client_ip=actor.client_ip,
+        request_id=actor.request_id,
+        detail=detail,
+    )
+
+
+def audit_record(**fields) -> AuditEvent:
+    event = audit_event(**fields)
+    event.save()
+    return event
+
+
+def audit_record_many(events: Iterable[AuditEvent]) -> list[AuditEvent]:
+    events = list(events)
+    if len(events) == 1:
+        # bulk_create opens a transaction of its own (BEGIN/COMMIT round trips) even for one row.
+        events[0].save()
+        return events
+    return AuditEvent.objects.bulk_create(events)

@@ -1,0 +1,102 @@
+"""Accounts (who a sandbox belongs to) and the API keys they call the API with."""
+
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+
+class Account(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    email = models.EmailField(unique=True)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return f"{self.name} <{self.email}>"
+
+    # The account is what DRF sees as `request.user` of an API request.
+    is_authenticated = True
+
+
+class ApiKey(models.Model):
+    """An API key, stored only as its HMAC-SHA256 hash (see accounts/keys.py).
+
+    A key with an organization is an organization key: it may act on the
+    accounts of that organization's members (orgs/access.py).
+    """
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="api_keys")
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.CASCADE, null=True, blank=True, related_name="api_keys"
+    )
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=16, help_text="The first characters of the key, to recognise it.")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "API key"
+        ordering = ["-created_at"]
+        permissions = [("revoke_apikey", "Can revoke API keys")]
+
+    def __str__(self):
+        return f"{self.prefix}… ({self.name or 'unnamed'})"
+
+    def is_usable(self, *, now) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+
+class AuditEvent(models.Model):
+    """One thing that happened to a sandbox, a key or a run: who, to whom, what, and how it ended.
+
+    Written in the same transaction as the change it records (accounts/audit.py).
+    The target account's id is copied, so the trail outlives the account.
+    """
+
+    class Action(models.TextChoices):
+        SETUP_REQUESTED = "setup.requested", "Setup requested"
+        SANDBOX_DELETED = "sandbox.deleted", "Sandbox deleted"
+        SANDBOX_REVOKED = "sandbox.revoked", "Sandbox revoked by staff"
+        KEY_CREATED = "key.created", "API key created"
+        KEY_REVOKED = "key.revoked", "API key revoked"
+        RUN_COMPLETED = "run.completed", "Setup run completed"
+        RUN_FAILED = "run.failed", "Setup run failed"
+        RUN_CANCELED = "run.canceled", "Setup run canceled"
+        CLEANUP = "cleanup.finished", "Cleanup finished"
+        RECONCILE = "reconcile.finished", "Reconcile finished"
+
+    class Outcome(models.TextChoices):
+        SUCCESS = "success", "Success"
+        FAILURE = "failure", "Failure"
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True, editable=False)
+    action = models.CharField(max_length=32, choices=Action.choices, db_index=True)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices, default=Outcome.SUCCESS)
+    actor = models.CharField(max_length=200, help_text="Who acted: an API key and its owner, a staff user, or a command")
+    actor_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    actor_user = models.ForeignKey(
+        "auth.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="sandbox_audit_events"
+    )
+    account = models.ForeignKey(
+        Account, on_delete=models.SET_NULL, null=True, blank=True, related_name="audit_events", db_constraint=False
+    )
+    account_ref = models.UUIDField(null=True, blank=True, db_index=True, help_text="The target account's id")
+    run_id = models.CharField(max_length=40, blank=True, db_index=True)
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+    request_id = models.CharField(max_length=128, blank=True, db_index=True)
+    detail = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["account_ref", "-created_at"], name="audit_account_recent")]
+
+    def __str__(self):
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.action} {self.outcome}"

@@ -1,0 +1,38 @@
+from django.contrib import admin
+from django.db.models import Count
+
+from orgs.models import Membership, Organization
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    fields = ["account", "role", "created_at"]
+    readonly_fields = ["created_at"]
+    raw_id_fields = ["account"]
+    verbose_name = "member"
+
+
+@admin.register(Organization)
+class OrganizationAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "id", "is_staff", "members", "created_at"]
+    list_filter = ["is_staff"]
+    search_fields = ["id", "name", "slug"]
+    prepopulated_fields = {"slug": ["name"]}
+    inlines = [MembershipInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(member_count=Count("memberships"))
+
+    @admin.display(description="members", ordering="member_count")
+    def members(self, organization):
+        return organization.member_count
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ["account", "organization", "role", "created_at"]
+    list_filter = ["role", "organization"]
+    search_fields = ["account__email", "account__name", "organization__name"]
+    list_select_related = ["account", "organization"]
+    raw_id_fields = ["account"]
