@@ -1,0 +1,330 @@
+"""The setup pipeline, run by a django-q2 worker for one SetupRun.
+
+Steps, each recorded on the run as it starts and ends:
+
+1. create_sandbox     start a sandbox in the backend
+2. ensure_repository  create the account's repository, or reuse it
+3. provision          write the starter layout, commit, push to the repository
+                      (a repository that already has content is checked out instead)
+4. snapshot           save the sandbox as a snapshot
+5. save_snapshot      point the account's Snapshot row at it (the previous
+                      snapshot is deleted once nothing points at it)
+6. shutdown           always, whatever happened before
+
+A failure marks the run FAILED with a sentence that names the step, and takes
+away what this run made: the repository it created (never one it reused) and
+the snapshot it took but did not save. The Snapshot row only ever points at a
+snapshot that exists.
+"""
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.audit import WORKER, audit_record
+from accounts.models import AuditEvent
+from sandboxes.models import SetupRun, Snapshot
+from sandboxes.providers import get_git_host, get_sandbox_backend
+from sandboxes.providers.base import (
+    GitHost,
+    ProviderError,
+    Repository,
+    SandboxBackend,
+    SandboxBackendError,
+    repository_name_for,
+    repository_name_from_url,
+)
+
+logger = logging.getLogger(__name__)
+
+STEP_LABELS = {
+    "create_sandbox": "Creating the sandbox",
+    "ensure_repository": "Creating the repository",
+    "provision": "Provisioning the sandbox",
+    "snapshot": "Taking the snapshot",
+    "save_snapshot": "Saving the snapshot",
+    "shutdown": "Shutting the sandbox down",
+}
+COMMIT_IDENTITY = ["-c", "user.name=Sandbox service", "-c", "user.email=sandbox-service@localhost"]
+
+
+class RunCanceled(Exception):
+    """The run was canceled (for example by a delete) while it executed."""
+
+
+class StepFailed(Exception):
+    pass
+
+
+@dataclass
+class SetupContext:
+    run: SetupRun
+    backend: SandboxBackend
+    git_host: GitHost
+    repository: Repository | None = None
+    unsaved_snapshot_id: str = ""
+    previous_snapshot_id: str = ""
+    output: dict = field(default_factory=dict)
+
+
+def _now_iso() -> str:
+    return timezone.now().isoformat()
+
+
+class StepRecorder:
+    """Writes each step's start and end onto the run, so a poller sees progress."""
+
+    def __init__(self, run: SetupRun):
+        self.run = run
+
+    def _save(self):
+        self.run.save(update_fields=["steps", "current_step"])
+
+    @contextmanager
+    def record(self, name: str):
+        entry = {"name": name, "started": _now_iso(), "finished": None, "ok": None, "detail": ""}
+        self.run.steps.append(entry)
+        self.run.current_step = name
+        self._save()
+        outcome = {"detail": ""}
+        try:
+            yield outcome
+        except ProviderError as exc:
+            entry.update(ok=False, detail=str(exc))
+            raise StepFailed(f"{STEP_LABELS[name]} failed: {exc}") from exc
+        except RunCanceled:
+            entry.update(ok=False, detail="Canceled")
+            raise
+        except Exception as exc:
+            logger.exception("Setup run %s: unexpected error in step %s", self.run.pk, name)
+            entry.update(ok=False, detail=f"Unexpected error ({type(exc).__name__})")
+            raise StepFailed(f"{STEP_LABELS[name]} failed unexpectedly ({type(exc).__name__}: {exc})") from exc
+        else:
+            entry.update(ok=True, detail=outcome["detail"])
+        finally:
+            entry["finished"] = _now_iso()
+            self._save()
+
+
+# --- the steps ----------------------------------------------------------------
+
+
+def _create_sandbox(context: SetupContext) -> str:
+    sandbox_id = context.backend.create()
+    context.run.sandbox_id = sandbox_id
+    context.run.save(update_fields=["sandbox_id"])
+    return f"Sandbox {sandbox_id}"
+
+
+def _ensure_repository(context: SetupContext) -> str:
+    account = context.run.account
+    ensured = context.git_host.ensure_repository(
+        name=repository_name_for(account_name=account.name, account_id=account.pk),
+        description=f"Sandbox of {account.name} ({account.pk})",
+    )
+    context.repository = ensured.repository
+    if ensured.created:
+        context.run.created_repository = ensured.repository.name
+        context.run.save(update_fields=["created_repository"])
+    return f"{'Created' if ensured.created else 'Reused'} {ensured.repository.html_url}"
+
+
+def _starter_files() -> dict[str, bytes]:
+    root = Path(settings.SANDBOX_TEMPLATE_DIR)
+    if not root.is_dir():
+        raise SandboxBackendError(f"The starter layout folder {root} (SANDBOX_TEMPLATE_DIR) does not exist")
+    return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+def _provision(context: SetupContext) -> str:
+    backend, sandbox_id = context.backend, context.run.sandbox_id
+    target = context.git_host.push_target(repository=context.repository)
+    backend.run(sandbox_id, ["git", "init", "--quiet", "--initial-branch=main"])
+    remote_head = backend.run(sandbox_id, ["git", "ls-remote", target.url, "refs/heads/main"], env=target.env)
+    if remote_head.stdout.strip():
+        # The repository has content already (an earlier setup, or the
+        # account's own work): start the sandbox from it, never overwrite it.
+        backend.run(sandbox_id, ["git", "fetch", "--quiet", target.url, "main"], env=target.env)
+        backend.run(sandbox_id, ["git", "checkout", "--quiet", "-B", "main", "FETCH_HEAD"])
+        return "Checked out the repository's existing content"
+    files = _starter_files()
+    backend.write_files(sandbox_id, files)
+    backend.run(sandbox_id, ["git", "add", "--all"])
+    backend.run(sandbox_id, ["git", *COMMIT_IDENTITY, "commit", "--quiet", "--allow-empty", "-m", "Set up sandbox"])
+    backend.run(sandbox_id, ["git", "push", "--quiet", target.url, "HEAD:refs/heads/main"], env=target.env)
+    return f"Pushed {len(files)} starter files"
+
+
+def _snapshot(context: SetupContext) -> str:
+    info = context.backend.snapshot(context.run.sandbox_id)
+    context.unsaved_snapshot_id = info.snapshot_id
+    return f"Snapshot {info.snapshot_id} ({info.size_bytes} bytes, sha256 {info.checksum[:12]}…)"
+
+
+def _save_snapshot(context: SetupContext) -> str:
+    run = context.run
+    expires_at = timezone.now() + settings.SNAPSHOT_TTL
+    with transaction.atomic():
+        # Locking the run orders this write with a concurrent delete, which
+        # cancels the run first: either the delete sees this row, or this
+        # step sees the cancellation.
+        if SetupRun.objects.select_for_update().get(pk=run.pk).status == SetupRun.Status.CANCELED:
+            raise RunCanceled
+        previous = Snapshot.objects.select_for_update().filter(account_id=run.account_id).first()
+        context.previous_snapshot_id = previous.snapshot_id if previous else ""
+        Snapshot.objects.update_or_create(
+            account_id=run.account_id,
+            defaults={
+                "snapshot_id": context.unsaved_snapshot_id,
+                "expires_at": expires_at,
+                "github_repo": context.repository.html_url,
+            },
+        )
+    context.output = {
+        "snapshot_id": context.unsaved_snapshot_id,
+        "github_repo": context.repository.html_url,
+        "expires_at": expires_at.isoformat(),
+    }
+    context.unsaved_snapshot_id = ""
+    return f"Expires {expires_at.isoformat()}"
+
+
+STEPS = [
+    ("create_sandbox", _create_sandbox),
+    ("ensure_repository", _ensure_repository),
+    ("provision", _provision),
+    ("snapshot", _snapshot),
+    ("save_snapshot", _save_snapshot),
+]
+
+
+# --- running and undoing --------------------------------------------------------
+
+
+def _claim(run_id: str, task_id: str = "") -> SetupRun | None:
+    """Move the run from QUEUED to EXECUTING; None if it is gone or not queued.
+
+    The conditional update makes a second delivery of the same task a no-op.
+    """
+    claimed = SetupRun.objects.filter(pk=run_id, status=SetupRun.Status.QUEUED).update(
+        status=SetupRun.Status.EXECUTING, started_at=timezone.now(), **({"task_id": task_id} if task_id else {})
+    )
+    if not claimed:
+        logger.info("Setup run %s is not queued any more; nothing to do", run_id)
+        return None
+    return SetupRun.objects.select_related("account").get(pk=run_id)
+
+
+def _raise_if_canceled(run: SetupRun):
+    if SetupRun.objects.filter(pk=run.pk, status=SetupRun.Status.CANCELED).exists():
+        raise RunCanceled
+
+
+def _snapshot_row_uses(run: SetupRun, repository_name: str) -> bool:
+    """Whether the account's Snapshot row points at the repository.
+
+    A run whose worker died after save_snapshot (while shutting down) made a
+    repository that the saved row now uses; deleting it would leave the row
+    pointing at nothing.
+    """
+    github_repo = Snapshot.objects.filter(account_id=run.account_id).values_list("github_repo", flat=True).first()
+    return bool(github_repo) and repository_name_from_url(github_repo) == repository_name
+
+
+def undo_run_resources(*, run: SetupRun, backend: SandboxBackend, git_host: GitHost, snapshot_id: str = "") -> list[str]:
+    """Take away what an unfinished run made; returns a sentence per thing that could not be."""
+    problems = []
+    if snapshot_id:
+        try:
+            backend.delete_snapshot(snapshot_id)
+        except ProviderError as exc:
+            problems.append(f"snapshot {snapshot_id} it took could not be deleted ({exc})")
+    if run.created_repository and not _snapshot_row_uses(run, run.created_repository):
+        try:
+            git_host.delete_repository(name=run.created_repository)
+        except ProviderError as exc:
+            problems.append(
+                f"repository {run.created_repository} it created could not be deleted ({exc}); delete it by hand"
+            )
+    return problems
+
+
+def _shutdown(context: SetupContext, steps: StepRecorder) -> str:
+    if not context.run.sandbox_id:
+        return ""
+    try:
+        with steps.record("shutdown") as outcome:
+            context.backend.stop(context.run.sandbox_id)
+            outcome["detail"] = f"Sandbox {context.run.sandbox_id} stopped"
+    except StepFailed as exc:
+        logger.error("Setup run %s: %s", context.run.pk, exc)
+        return str(exc)
+    return ""
+
+
+def setup_run_execute(*, run_id: str, task_id: str = "") -> None:
+    run = _claim(run_id, task_id)
+    if run is None:
+        return
+    context = SetupContext(run=run, backend=get_sandbox_backend(), git_host=get_git_host())
+    steps = StepRecorder(run)
+    error, canceled = "", False
+    try:
+        for name, action in STEPS:
+            _raise_if_canceled(run)
+            with steps.record(name) as outcome:
+                outcome["detail"] = action(context)
+    except RunCanceled:
+        canceled = True
+    except StepFailed as exc:
+        error = str(exc)
+    shutdown_error = _shutdown(context, steps)
+
+    if error or canceled:
+        problems = undo_run_resources(
+            run=run, backend=context.backend, git_host=context.git_host, snapshot_id=context.unsaved_snapshot_id
+        )
+        if problems:
+            error = f"{error or 'Canceled'}; also, the " + "; the ".join(problems)
+    else:
+        error = shutdown_error
+        _delete_replaced_snapshot(context)
+
+    _finish(run, error=error, canceled=canceled, output=context.output or None)
+
+
+def _finish(run: SetupRun, *, error: str, canceled: bool, output: dict | None) -> None:
+    fields = {"finished_at": timezone.now(), "steps": run.steps, "current_step": run.current_step}
+    if canceled:
+        SetupRun.objects.filter(pk=run.pk).update(error=error, **fields)
+        return
+    final = SetupRun.Status.FAILED if error else SetupRun.Status.COMPLETED
+    with transaction.atomic():
+        # Conditional: a delete may have canceled the run meanwhile; that status stays.
+        finished = SetupRun.objects.filter(pk=run.pk, status=SetupRun.Status.EXECUTING).update(
+            status=final, error=error, output=output, **fields
+        )
+        if finished:
+            audit_record(
+                action=AuditEvent.Action.RUN_FAILED if error else AuditEvent.Action.RUN_COMPLETED,
+                outcome=AuditEvent.Outcome.FAILURE if error else AuditEvent.Outcome.SUCCESS,
+                actor=WORKER,
+                account=run.account_id,
+                run_id=run.pk,
+                detail=error or f"Snapshot {output['snapshot_id']}",
+            )
+    logger.info("Setup run %s for account %s: %s %s", run.pk, run.account_id, final, error)
+
+
+def _delete_replaced_snapshot(context: SetupContext):
+    old = context.previous_snapshot_id
+    if old and old != context.output.get("snapshot_id"):
+        try:
+            context.backend.delete_snapshot(old)
+        except ProviderError as exc:
+            logger.warning("Could not delete replaced snapshot %s: %s", old, exc)

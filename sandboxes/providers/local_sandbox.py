@@ -1,0 +1,163 @@
+"""The local sandbox backend: a folder per sandbox, snapshots as archives on disk.
+
+Layout under SANDBOX_ROOT:
+
+    sandboxes/<sandbox id>/workspace   the sandbox's files; commands run here
+    sandboxes/<sandbox id>/home        HOME of its commands
+    snapshots/<snapshot id>.tar.gz     the workspace, compressed
+    snapshots/<snapshot id>.sha256     its checksum, checked on restore
+
+For one host only: another machine cannot see these folders.
+"""
+
+import contextlib
+import hashlib
+import secrets
+import shutil
+import tarfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from sandboxes.providers.base import CommandResult, SandboxBackendError, SnapshotInfo
+from sandboxes.providers.process import run_command
+
+CHUNK = 1024 * 1024
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _checked_id(value: str, prefix: str) -> str:
+    # Ids become file names: refuse anything that could leave the root.
+    if not value.startswith(prefix) or not value[len(prefix):].isalnum():
+        raise SandboxBackendError(f"{value!r} is not a valid id")
+    return value
+
+
+class LocalSandboxBackend:
+    name = "local"
+
+    def __init__(self, *, root: Path, command_timeout: float):
+        self.root = Path(root)
+        self.command_timeout = command_timeout
+
+    # --- paths -------------------------------------------------------------
+    def _sandbox_dir(self, sandbox_id: str) -> Path:
+        return self.root / "sandboxes" / _checked_id(sandbox_id, "sbx_")
+
+    def _workspace(self, sandbox_id: str) -> Path:
+        workspace = self._sandbox_dir(sandbox_id) / "workspace"
+        if not workspace.is_dir():
+            raise SandboxBackendError(f"Sandbox {sandbox_id} is not running")
+        return workspace
+
+    def _archive(self, snapshot_id: str) -> Path:
+        return self.root / "snapshots" / f"{_checked_id(snapshot_id, 'snap_')}.tar.gz"
+
+    # --- interface ---------------------------------------------------------
+    def create(self) -> str:
+        sandbox_id = "sbx_" + secrets.token_hex(10)
+        sandbox_dir = self._sandbox_dir(sandbox_id)
+        try:
+            (sandbox_dir / "workspace").mkdir(parents=True)
+            (sandbox_dir / "home").mkdir()
+        except OSError as exc:
+            shutil.rmtree(sandbox_dir, ignore_errors=True)
+            raise SandboxBackendError(f"Could not create a sandbox under {self.root}: {exc.strerror or exc}") from None
+        return sandbox_id
+
+    def write_files(self, sandbox_id: str, files: Mapping[str, bytes]) -> None:
+        workspace = self._workspace(sandbox_id).resolve()
+        for relative, content in files.items():
+            target = (workspace / relative).resolve()
+            if not target.is_relative_to(workspace):
+                raise SandboxBackendError(f"{relative!r} is outside the sandbox")
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(content)
+            except OSError as exc:
+                raise SandboxBackendError(f"Could not write {relative}: {exc.strerror or exc}") from None
+
+    def run(self, sandbox_id: str, argv: list[str], *, env: Mapping[str, str] | None = None) -> CommandResult:
+        workspace = self._workspace(sandbox_id)
+        home = {"HOME": str(workspace.parent / "home")}
+        return run_command(
+            argv, cwd=workspace, env={**home, **(env or {})}, timeout=self.command_timeout, error=SandboxBackendError
+        )
+
+    def snapshot(self, sandbox_id: str) -> SnapshotInfo:
+        workspace = self._workspace(sandbox_id)
+        snapshot_id = "snap_" + secrets.token_hex(12)
+        archive = self._archive(snapshot_id)
+        partial = archive.with_name(archive.name + ".partial")
+        try:
+            archive.parent.mkdir(parents=True, exist_ok=True)
+            with tarfile.open(partial, "w:gz") as tar:
+                tar.add(workspace, arcname=".")
+            checksum = _sha256(partial)
+            self._checksum_file(snapshot_id).write_text(checksum + "\n")
+            # The archive appears under its final name only when it is whole.
+            partial.rename(archive)
+        except OSError as exc:
+            # Clean up what was written; the cleanup may fail for the same
+            # reason (the folder is not there), and must not hide the error.
+            for leftover in (partial, self._checksum_file(snapshot_id)):
+                with contextlib.suppress(OSError):
+                    leftover.unlink(missing_ok=True)
+            raise SandboxBackendError(f"Could not write snapshot {snapshot_id}: {exc.strerror or exc}") from None
+        return SnapshotInfo(snapshot_id=snapshot_id, checksum=checksum, size_bytes=archive.stat().st_size)
+
+    def restore(self, snapshot_id: str) -> str:
+        archive = self._archive(snapshot_id)
+        if not archive.is_file():
+            raise SandboxBackendError(f"Snapshot {snapshot_id} does not exist")
+        try:
+            expected = self._checksum_file(snapshot_id).read_text().strip()
+        except OSError as exc:
+            raise SandboxBackendError(
+                f"Snapshot {snapshot_id} cannot be checked (its checksum: {exc.strerror or exc})"
+            ) from None
+        if _sha256(archive) != expected:
+            raise SandboxBackendError(f"Snapshot {snapshot_id} is damaged (checksum mismatch)")
+        sandbox_id = self.create()
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                tar.extractall(self._workspace(sandbox_id), filter="data")
+        except (OSError, tarfile.TarError) as exc:
+            self.stop(sandbox_id)
+            raise SandboxBackendError(f"Could not restore snapshot {snapshot_id}: {exc}") from None
+        return sandbox_id
+
+    def _checksum_file(self, snapshot_id: str) -> Path:
+        return self._archive(snapshot_id).with_suffix("").with_suffix(".sha256")
+
+    def snapshot_exists(self, snapshot_id: str) -> bool:
+        return self._archive(snapshot_id).is_file()
+
+    def list_snapshots(self) -> list[str]:
+        folder = self.root / "snapshots"
+        return sorted(path.name.removesuffix(".tar.gz") for path in folder.glob("snap_*.tar.gz"))
+
+    def delete_snapshot(self, snapshot_id: str) -> bool:
+        archive = self._archive(snapshot_id)
+        existed = archive.is_file()
+        try:
+            archive.unlink(missing_ok=True)
+            self._checksum_file(snapshot_id).unlink(missing_ok=True)
+        except OSError as exc:
+            raise SandboxBackendError(f"Could not delete snapshot {snapshot_id}: {exc.strerror or exc}") from None
+        return existed
+
+    def stop(self, sandbox_id: str) -> None:
+        sandbox_dir = self._sandbox_dir(sandbox_id)
+        try:
+            shutil.rmtree(sandbox_dir)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise SandboxBackendError(f"Could not shut sandbox {sandbox_id} down: {exc.strerror or exc}") from None

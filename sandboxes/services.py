@@ -1,0 +1,371 @@
+"""Writes on sandboxes: start a setup run, delete sandboxes, sweep runs whose worker died.
+
+Every change is recorded in the audit trail in its own transaction
+(accounts/audit.py).
+"""
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import cache, partial
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django_q.brokers import get_broker
+from django_q.tasks import async_task
+
+from accounts.audit import WORKER, Actor, audit_event, audit_record, audit_record_many
+from accounts.models import Account, AuditEvent
+from sandboxes.models import SetupRun, Snapshot
+from sandboxes.pipeline import undo_run_resources
+from sandboxes.providers import get_git_host, get_sandbox_backend
+from sandboxes.providers.base import (
+    ProviderError,
+    Repository,
+    repositories_grouped_by_account,
+)
+from sandboxes.selectors import sandbox_repository_names
+
+logger = logging.getLogger(__name__)
+
+STALE_RUN_ERROR = (
+    "The worker running this setup stopped before it finished (no result after {seconds} s); "
+    "start the setup again"
+)
+Action = AuditEvent.Action
+Outcome = AuditEvent.Outcome
+
+
+class SandboxDeleteError(Exception):
+    """Deleting failed part way; nothing was removed from the database, and repeating finishes the job."""
+
+
+# --- setup ------------------------------------------------------------------------
+
+
+@cache
+def _redis_broker():
+    """One Redis broker per process: django-q2's get_broker() opens a new connection to Redis on every call.
+
+    (The ORM broker is left to django-q2: it holds a database connection, which belongs to one thread.)
+    """
+    return get_broker()
+
+
+def _enqueue(run_id: str) -> None:
+    broker = {"broker": _redis_broker()} if settings.REDIS_URL else {}
+    try:
+        task_id = async_task("sandboxes.tasks.run_setup", run_id, task_name=f"setup-sandbox {run_id}", **broker)
+    except Exception as exc:  # the broker is down: the run must not wait for ever
+        logger.exception("Could not queue setup run %s", run_id)
+        SetupRun.objects.filter(pk=run_id, status=SetupRun.Status.QUEUED).update(
+            status=SetupRun.Status.FAILED, finished_at=timezone.now(), error=f"Could not queue the setup: {exc}"
+        )
+        return
+    logger.info("Queued setup run %s as django-q2 task %s", run_id, task_id)
+
+
+def setup_run_start(*, account: Account, actor: Actor) -> SetupRun:
+    """A new run queued after commit, or the account's run that is queued or executing already.
+
+    The database allows one active run per account (a conditional unique
+    constraint), so concurrent requests agree on one run: the insert is tried
+    first, and its refusal means there is a run to answer with.
+    """
+    for _attempt in range(3):
+        try:
+            with transaction.atomic():
+                run = SetupRun.objects.create(account=account, api_key=actor.api_key)
+                audit_record(
+                    action=Action.SETUP_REQUESTED, actor=actor, account=account, run_id=run.pk, detail="Run queued"
+                )
+        except IntegrityError:
+            active = SetupRun.objects.filter(account=account, status__in=SetupRun.ACTIVE_STATUSES).first()
+            if active is None:
+                continue  # it finished just now: try again
+            if _is_stale(active):
+                _fail_stale_run(active, backend=get_sandbox_backend(), git_host=get_git_host())
+                continue
+            audit_record(
+                action=Action.SETUP_REQUESTED,
+                actor=actor,
+                account=account,
+                run_id=active.pk,
+                detail=f"A run was already {active.status.lower()}; answered with it",
+            )
+            return active
+        transaction.on_commit(partial(_enqueue, run.pk))
+        return run
+    raise RuntimeError(f"Could not start or find a setup run for account {account.pk}")
+
+
+def _stale_cutoff():
+    return timezone.now() - timedelta(seconds=settings.SETUP_RUN_STALE_AFTER)
+
+
+def _is_stale(run: SetupRun) -> bool:
+    """An EXECUTING run past the timeout: its worker died."""
+    return run.status == SetupRun.Status.EXECUTING and run.started_at is not None and run.started_at < _stale_cutoff()
+
+
+def _fail_stale_run(run: SetupRun, *, backend, git_host) -> bool:
+    error = STALE_RUN_ERROR.format(seconds=settings.SETUP_RUN_STALE_AFTER)
+    problems = []
+    if run.sandbox_id:
+        try:
+            backend.stop(run.sandbox_id)
+        except ProviderError as exc:
+            problems.append(f"sandbox {run.sandbox_id} could not be shut down ({exc})")
+    problems += undo_run_resources(run=run, backend=backend, git_host=git_host)
+    if problems:
+        error += "; also, the " + "; the ".join(problems)
+    with transaction.atomic():
+        failed = SetupRun.objects.filter(pk=run.pk, status=SetupRun.Status.EXECUTING).update(
+            status=SetupRun.Status.FAILED, error=error, finished_at=timezone.now()
+        )
+        if failed:
+            audit_record(
+                action=Action.RUN_FAILED,
+                outcome=Outcome.FAILURE,
+                actor=WORKER,
+                account=run.account_id,
+                run_id=run.pk,
+                detail=error,
+            )
+    return bool(failed)
+
+
+def setup_runs_fail_stale() -> int:
+    """The sweep: fail every run left EXECUTING past the timeout; returns how many."""
+    stale = SetupRun.objects.filter(status=SetupRun.Status.EXECUTING, started_at__lt=_stale_cutoff())
+    backend, git_host = get_sandbox_backend(), get_git_host()
+    failed = sum(_fail_stale_run(run, backend=backend, git_host=git_host) for run in stale)
+    if failed:
+        logger.warning("Marked %d setup run(s) FAILED whose worker had stopped", failed)
+    return failed
+
+
+@dataclass
+class SetupStart:
+    """What asking for a setup of one account did (the admin's "Run setup again")."""
+
+    account: Account
+    run: SetupRun | None = None
+    started: bool = False  # False with a run: the account's queued or executing run answered
+    skipped: str = ""  # why no run was asked for
+
+
+def setup_runs_start(*, accounts: Sequence[Account], actor: Actor) -> list[SetupStart]:
+    """Ask for a setup of each account, as POST /api/sandboxes/setup does for one.
+
+    An inactive account is skipped: its keys are refused, so nobody could use
+    the sandbox. An account with a run queued or executing keeps that run.
+    """
+    active_before = set(
+        SetupRun.objects.filter(account__in=accounts, status__in=SetupRun.ACTIVE_STATUSES).values_list("pk", flat=True)
+    )
+    starts = []
+    for account in accounts:
+        if not account.is_active:
+            starts.append(SetupStart(account=account, skipped="the account is inactive"))
+            continue
+        run = setup_run_start(account=account, actor=actor)
+        starts.append(SetupStart(account=account, run=run, started=run.pk not in active_before))
+    return starts
+
+
+CANCELED_BY_STAFF_ERROR = "Canceled by staff before it started"
+
+
+def setup_runs_cancel_queued(*, runs, actor: Actor) -> list[SetupRun]:
+    """Cancel those of `runs` (a SetupRun queryset) that are still queued; returns them.
+
+    A run a worker has claimed already (executing) or that has finished is
+    left alone. The rows are locked first, so a worker claiming a run at the
+    same moment either claims it before (and it is left alone) or finds it
+    canceled and does nothing (pipeline._claim only takes QUEUED runs).
+    """
+    with transaction.atomic():
+        # A fresh queryset: the admin's may carry joins and DISTINCT, which FOR UPDATE refuses.
+        queued = list(
+            SetupRun.objects.filter(pk__in=list(runs.values_list("pk", flat=True)), status=SetupRun.Status.QUEUED)
+            .select_for_update()
+        )
+        now = timezone.now()
+        SetupRun.objects.filter(pk__in=[run.pk for run in queued], status=SetupRun.Status.QUEUED).update(
+            status=SetupRun.Status.CANCELED, finished_at=now, error=CANCELED_BY_STAFF_ERROR
+        )
+        audit_record_many(
+            audit_event(
+                action=Action.RUN_CANCELED, actor=actor, account=run.account_id, run_id=run.pk,
+                detail="Canceled while queued",
+            )
+            for run in queued
+        )
+    for run in queued:
+        run.status, run.finished_at, run.error = SetupRun.Status.CANCELED, now, CANCELED_BY_STAFF_ERROR
+    return queued
+
+
+# --- delete -----------------------------------------------------------------------
+
+
+@dataclass
+class SandboxDeletion:
+    """What deleting one account's sandbox did."""
+
+    account_id: object
+    snapshot: Snapshot | None = None  # the row as it was, when this call removed it
+    repositories: list[str] = field(default_factory=list)  # deleted from the git host
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+
+class _ProvidersPerThread(threading.local):
+    """One git host and one backend per thread of a deletion, not one per account.
+
+    Each thread keeps its own client (PyGithub's session is not shared across
+    threads), and a GitHub App token is fetched once per thread, not per sandbox.
+    """
+
+    def get(self):
+        if not hasattr(self, "git_host"):
+            self.git_host, self.backend = get_git_host(), get_sandbox_backend()
+        return self.git_host, self.backend
+
+
+def _delete_outside(
+    deletion: SandboxDeletion, names: list[str], snapshot: Snapshot | None, *, providers: _ProvidersPerThread
+) -> None:
+    """Delete the repositories, then the snapshot; stop at the first failure and say what failed."""
+    git_host, backend = providers.get()
+    for name in names:
+        try:
+            if git_host.delete_repository(name=name):
+                deletion.repositories.append(name)
+        except ProviderError as exc:
+            deletion.error = f"Failed to delete repository {name}: {exc}"
+            return
+    if snapshot is not None:
+        try:
+            backend.delete_snapshot(snapshot.snapshot_id)
+        except ProviderError as exc:
+            deletion.error = f"Failed to delete snapshot {snapshot.snapshot_id}: {exc}"
+
+
+def sandboxes_delete(
+    *,
+    accounts: Sequence[Account],
+    actor: Actor,
+    concurrency: int = 1,
+    repositories: Mapping[str, list[Repository]] | None = None,
+) -> list[SandboxDeletion]:
+    """Delete the sandboxes of many accounts: repositories, snapshot, then the Snapshot row.
+
+    The database work is a constant number of queries whatever the number of
+    accounts; the calls to the git host and the backend run `concurrency` at
+    a time. An account whose repository or snapshot could not be deleted
+    keeps its row (repeating finishes the job); the others go on.
+
+    `repositories` is the git host's listing grouped by account id
+    (repositories_grouped_by_account), from a caller that deletes many
+    batches and lists once; without it, the host is listed here.
+    """
+    account_ids = [account.pk for account in accounts]
+    # Cancel first: a queued run must not set the sandbox up again behind us,
+    # and an executing one then stops before it saves a snapshot.
+    SetupRun.objects.filter(account_id__in=account_ids, status__in=SetupRun.ACTIVE_STATUSES).update(
+        status=SetupRun.Status.CANCELED, finished_at=timezone.now(), error="Canceled: the sandbox was deleted"
+    )
+    snapshots = Snapshot.objects.in_bulk(account_ids)
+    deletions = [SandboxDeletion(account_id=account_id) for account_id in account_ids]
+    listed = repositories
+    if listed is None:
+        try:
+            listed = repositories_grouped_by_account(get_git_host().list_all_repositories())
+        except ProviderError as exc:
+            for deletion in deletions:
+                deletion.error = f"Failed to list the repositories of the account: {exc}"
+
+    if listed is not None:
+        work = []
+        for deletion in deletions:
+            snapshot = snapshots.get(deletion.account_id)
+            # The same rule as the admin's confirmation page, which lists what will go.
+            names = sandbox_repository_names(account_id=deletion.account_id, snapshot=snapshot, listed=listed)
+            work.append((deletion, names, snapshot))
+        providers = _ProvidersPerThread()
+        if concurrency > 1 and len(work) > 1:
+            with ThreadPoolExecutor(max_workers=concurrency) as pool:
+                list(pool.map(lambda item: _delete_outside(*item, providers=providers), work))
+        else:
+            for item in work:
+                _delete_outside(*item, providers=providers)
+
+    _record_deletions(deletions, snapshots, actor)
+    return deletions
+
+
+def _record_deletions(deletions: list[SandboxDeletion], snapshots: dict, actor: Actor) -> None:
+    done = [d for d in deletions if d.ok and d.account_id in snapshots]
+    action = Action.SANDBOX_REVOKED if actor.is_staff_user else Action.SANDBOX_DELETED
+    # With no row to remove, the audit INSERT is the only write: no transaction needed.
+    with transaction.atomic() if done else nullcontext():
+        if done:
+            # snapshot_id is unique, so the pair of lists names exactly these
+            # rows; a row a concurrent setup replaced meanwhile stays.
+            removed = Snapshot.objects.filter(
+                account_id__in=[d.account_id for d in done],
+                snapshot_id__in=[snapshots[d.account_id].snapshot_id for d in done],
+            ).delete()[0]
+            if removed == len(done):
+                for deletion in done:
+                    deletion.snapshot = snapshots[deletion.account_id]
+            elif len(done) == 1:
+                pass  # a concurrent delete removed it first: answer as if there was none
+            else:
+                still_there = set(Snapshot.objects.filter(account_id__in=[d.account_id for d in done])
+                                  .values_list("account_id", flat=True))
+                for deletion in done:
+                    if deletion.account_id not in still_there:
+                        deletion.snapshot = snapshots[deletion.account_id]
+        audit_record_many(
+            audit_event(
+                action=action,
+                actor=actor,
+                account=deletion.account_id,
+                outcome=Outcome.SUCCESS if deletion.ok else Outcome.FAILURE,
+                detail=_deletion_detail(deletion),
+            )
+            for deletion in deletions
+        )
+
+
+def _deletion_detail(deletion: SandboxDeletion) -> str:
+    if deletion.error:
+        return deletion.error
+    parts = [f"snapshot {deletion.snapshot.snapshot_id}" if deletion.snapshot else "no snapshot"]
+    if deletion.repositories:
+        parts.append("repositories " + ", ".join(deletion.repositories))
+    return "Deleted " + " and ".join(parts)
+
+
+def sandbox_delete(*, account: Account, actor: Actor) -> Snapshot | None:
+    """Delete one account's sandbox (DELETE /api/sandboxes, the admin's revoke).
+
+    Returns the Snapshot row as it was, or None where the account had none
+    (or a concurrent delete removed it first). Raises SandboxDeleteError, with
+    the row left in place, if the git host or the backend fails.
+    """
+    [deletion] = sandboxes_delete(accounts=[account], actor=actor)
+    if deletion.error:
+        raise SandboxDeleteError(deletion.error)
+    return deletion.snapshot

@@ -1,0 +1,52 @@
+"""django-q2 tasks: thin wrappers that take ids and call the services."""
+
+from django.conf import settings
+
+from accounts.audit import Actor
+from sandboxes import pipeline, services
+from sandboxes.cleanup import CleanupRule, sandboxes_cleanup
+from sandboxes.reconcile import sandboxes_reconcile
+
+# Scheduled runs stop starting new batches at half the task timeout (django-q2
+# kills a task at its timeout); the next run goes on where they stopped.
+SCHEDULED_BATCH_SIZE = 200
+
+
+def run_setup(run_id: str, task_id: str = "") -> None:
+    pipeline.setup_run_execute(run_id=run_id, task_id=task_id)
+
+
+def pass_task_id(sender, task: dict, **kwargs) -> None:
+    """django-q2's pre_execute signal: hand run_setup the id of the task that runs it.
+
+    The run records it when the worker claims it, in the claim's own UPDATE,
+    so queueing a run costs no write to store the id.
+    """
+    if task.get("func") == "sandboxes.tasks.run_setup":
+        task["kwargs"]["task_id"] = task["id"]
+
+
+def fail_stale_runs() -> int:
+    return services.setup_runs_fail_stale()
+
+
+def cleanup_expired_sandboxes() -> str:
+    """Hourly: delete the expired sandboxes; the summary and each deletion go to the audit trail."""
+    report = sandboxes_cleanup(
+        rule=CleanupRule(expired=True),
+        actor=Actor.command("scheduled cleanup of expired sandboxes"),
+        batch_size=SCHEDULED_BATCH_SIZE,
+        time_budget=settings.SETUP_RUN_TIMEOUT / 2,
+    )
+    return report.summary
+
+
+def reconcile_sandboxes(fix: bool = True) -> str:
+    """Weekly: reconcile the database, the git host and the backend; the fixes go to the audit trail."""
+    report = sandboxes_reconcile(
+        fix=fix,
+        actor=Actor.command("scheduled reconcile"),
+        batch_size=SCHEDULED_BATCH_SIZE,
+        time_budget=settings.SETUP_RUN_TIMEOUT / 2,
+    )
+    return report.summary

@@ -1,0 +1,9 @@
+from django.urls import path
+
+from sandboxes import views
+
+urlpatterns = [
+    path("sandboxes/setup", views.SetupSandboxView.as_view(), name="sandbox-setup"),
+    path("sandboxes", views.SandboxView.as_view(), name="sandbox"),
+    path("tasks/runs", views.RunsView.as_view(), name="runs"),
+]
