@@ -1,0 +1,225 @@
+"""Rate limits per API key (accounts/throttling.py).
+
+- Over its scope's rate a key gets 429 JSON with Retry-After, and the
+  throttled request does nothing (no run is queued, nothing is deleted).
+- Setup and delete count apart; each key counts apart (a second key of the
+  same account, or another account's key, still gets through); runs and ping
+  are not limited.
+- Rates come from settings (THROTTLE_SETUP_RATE, THROTTLE_DELETE_RATE);
+  `off` lifts the limit; a window that has passed lets the key in again.
+- The count lives in the shared cache: the database cache table (created by
+  `migrate`) without REDIS_URL, Redis with it; a real Redis counts for every
+  process alike.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from django.core.cache import caches
+from django.db import connection
+
+from accounts.audit import Actor
+from accounts.services import api_key_create
+from sandboxes.models import SetupRun, Snapshot
+from tests.processes import REDIS_URL
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def rates(settings):
+    """Small rates for the test; returns the settings to change them further."""
+    settings.API_THROTTLE_RATES = {"setup": "3/min", "delete": "2/min"}
+    return settings
+
+
+def assert_throttled(response):
+    assert response.status_code == 429, response.content
+    body = response.json()
+    assert body["status"] == "error"
+    assert body["error"].startswith("Request was throttled")
+    retry_after = int(response.headers["Retry-After"])
+    assert 1 <= retry_after <= 60
+    return retry_after
+
+
+def test_setup_over_its_rate_is_429_json_with_retry_after(people, api, rates):
+    answers = [api.setup(people.bob.key).status_code for _ in range(3)]
+
+    assert answers == [200, 200, 200]
+    assert_throttled(api.setup(people.bob.key))
+
+
+def test_a_throttled_setup_queues_nothing(people, api, rates):
+    for _ in range(3):
+        api.setup(people.bob.key)
+    SetupRun.objects.all().delete()
+
+    assert_throttled(api.setup(people.bob.key))
+
+    assert not SetupRun.objects.exists()
+
+
+def test_delete_over_its_rate_is_429_and_deletes_nothing(people, api, rates):
+    for _ in range(2):
+        assert api.delete(people.bob.key).status_code == 200
+    Snapshot.objects.create(account=people.bob.account, snapshot_id="snap_kept", expires_at="2099-01-01T00:00Z")
+
+    assert_throttled(api.delete(people.bob.key))
+
+    assert Snapshot.objects.filter(snapshot_id="snap_kept").exists()
+
+
+def test_setup_and_delete_count_apart(people, api, rates):
+    for _ in range(3):
+        api.setup(people.bob.key)
+    assert_throttled(api.setup(people.bob.key))
+
+    assert api.delete(people.bob.key).status_code == 200
+
+
+def test_each_key_counts_apart_even_for_the_same_account(people, api, rates):
+    _, second_key = api_key_create(actor=Actor.command("tests"), account=people.bob.account, name="second")
+    for _ in range(3):
+        api.setup(people.bob.key)
+    assert_throttled(api.setup(people.bob.key))
+
+    assert api.setup(second_key).status_code == 200
+    assert api.setup(people.alice.key).status_code == 200
+
+
+def test_runs_and_ping_are_not_limited(people, api, rates):
+    for _ in range(3):
+        api.setup(people.bob.key)
+    assert_throttled(api.setup(people.bob.key))
+
+    assert all(api.runs(people.bob.key).status_code == 200 for _ in range(10))
+    assert all(api.call("get", "/api/ping", key=people.bob.key).status_code == 200 for _ in range(10))
+
+
+def test_an_unauthenticated_request_is_401_not_429(people, api, rates):
+    for _ in range(5):
+        assert api.setup("sbx_" + "A" * 43).status_code == 401
+
+
+def test_a_rate_of_off_lifts_the_limit(people, api, settings):
+    settings.API_THROTTLE_RATES = {"setup": None, "delete": None}
+
+    assert {api.setup(people.bob.key).status_code for _ in range(40)} == {200}
+
+
+def test_the_key_gets_in_again_once_the_window_has_passed(people, api, settings):
+    settings.API_THROTTLE_RATES = {"setup": "2/s", "delete": "2/s"}
+    api.setup(people.bob.key)
+    api.setup(people.bob.key)
+    assert_throttled(api.setup(people.bob.key))
+
+    time.sleep(1.1)
+
+    assert api.setup(people.bob.key).status_code == 200
+
+
+def test_the_schema_documents_the_429_answers(api):
+    schema = api.client.get("/api/schema/?format=json").json()
+
+    assert "429" in schema["paths"]["/api/sandboxes/setup"]["post"]["responses"]
+    assert "429" in schema["paths"]["/api/sandboxes"]["delete"]["responses"]
+
+
+# --- where the count lives --------------------------------------------------------
+
+
+def test_without_redis_the_count_lives_in_the_database_cache_table_that_migrate_created(people, api, rates):
+    assert caches["default"].__class__.__name__ == "DatabaseCache"
+    assert "sandbox_cache" in connection.introspection.table_names()
+
+    api.setup(people.bob.key)
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT cache_key FROM sandbox_cache")
+        keys = [row[0] for row in cursor.fetchall()]
+    assert any(f"throttle_setup_key_{people.bob.api_key.pk}" in key for key in keys), keys
+
+
+def _redis_answers() -> bool:
+    import redis
+
+    try:
+        return redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        return False
+
+
+@pytest.mark.skipif(not _redis_answers(), reason="needs Redis on 127.0.0.1:6379")
+def test_with_redis_the_count_is_shared_through_redis(people, api, rates):
+    prefix = f"test-throttle-{uuid.uuid4().hex[:8]}"
+    rates.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                                "KEY_PREFIX": prefix}}
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        for _ in range(3):
+            assert api.setup(people.bob.key).status_code == 200
+        assert_throttled(api.setup(people.bob.key))
+        # Another process sees the same count: it is in Redis under the service's prefix.
+        assert list(client.scan_iter(match=f"{prefix}:*throttle_setup_key_{people.bob.api_key.pk}"))
+    finally:
+        keys = list(client.scan_iter(match=f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+# --- settings from the environment ------------------------------------------------
+
+
+def read_settings(**variables) -> subprocess.CompletedProcess:
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith("THROTTLE_") and name not in ("REDIS_URL", "DATABASE_URL")}
+    env.update(DJANGO_SETTINGS_MODULE="config.settings_test", PYTHONWARNINGS="ignore", **variables)
+    code = ("import json; from django.conf import settings; "
+            "print('SETTINGS=' + json.dumps([settings.API_THROTTLE_RATES, settings.CACHES['default']]))")
+    return subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=REPO, env=env,
+                          check=False, capture_output=True, text=True, timeout=60)
+
+
+def settings_of(**variables):
+    completed = read_settings(**variables)
+    assert completed.returncode == 0, completed.stderr
+    [line] = [line for line in completed.stdout.splitlines() if line.startswith("SETTINGS=")]
+    return json.loads(line.removeprefix("SETTINGS="))
+
+
+def test_default_rates_are_30_a_minute_for_setup_and_for_delete(tmp_path):
+    rates, _cache = settings_of(VAR_DIR=str(tmp_path))
+    assert rates == {"setup": "30/min", "delete": "30/min"}
+
+
+def test_rates_come_from_the_environment(tmp_path):
+    rates, _cache = settings_of(VAR_DIR=str(tmp_path), THROTTLE_SETUP_RATE="5/s", THROTTLE_DELETE_RATE="off")
+    assert rates == {"setup": "5/s", "delete": None}
+
+
+@pytest.mark.parametrize("value", ["fast", "10", "0/min", "10/fortnight"])
+def test_a_rate_that_cannot_be_read_stops_start_up_with_one_line(tmp_path, value):
+    completed = read_settings(VAR_DIR=str(tmp_path), THROTTLE_SETUP_RATE=value)
+
+    assert completed.returncode == 1
+    assert completed.stderr.strip().startswith("Configuration error: THROTTLE_SETUP_RATE must be a rate")
+    assert "Traceback" not in completed.stderr
+
+
+def test_the_cache_is_redis_when_redis_url_is_set_and_the_database_otherwise(tmp_path):
+    _rates, cache = settings_of(VAR_DIR=str(tmp_path), REDIS_URL=REDIS_URL, QUEUE_NAME="svc")
+    assert (cache["BACKEND"], cache["LOCATION"], cache["KEY_PREFIX"]) == (
+        "django.core.cache.backends.redis.RedisCache", REDIS_URL, "svc")
+
+    _rates, cache = settings_of(VAR_DIR=str(tmp_path))
+    assert (cache["BACKEND"], cache["LOCATION"]) == ("django.core.cache.backends.db.DatabaseCache", "sandbox_cache")

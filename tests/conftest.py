@@ -1,0 +1,134 @@
+"""Shared fixtures: storage folders per test, the people of the permission tests, an API client.
+
+Personas (as in healthchecks' tests):
+- alice: owner of the Acme organization
+- carol: admin of Acme
+- bob: plain member of Acme
+- dave: member of Acme and of Globex
+- mallory: an outsider, owner of her own Evil Corp, who should reach nothing of Acme's
+- sam: member of the staff organization, who may act on any account
+"""
+
+import json
+from dataclasses import dataclass
+
+import pytest
+from django.db import connection
+from rest_framework.test import APIClient
+
+from accounts.audit import Actor
+from accounts.models import Account, ApiKey
+from accounts.services import account_create, api_key_create
+from orgs.models import Membership, Organization
+from orgs.services import membership_set, organization_create
+from sandboxes.models import SetupRun
+from sandboxes.tasks import run_setup
+
+requires_postgres = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="needs PostgreSQL: set DATABASE_URL=postgres://…"
+)
+
+
+@pytest.fixture(autouse=True)
+def storage(settings, tmp_path):
+    """Every test gets its own sandbox root and git root."""
+    settings.SANDBOX_ROOT = tmp_path / "sandbox-root"
+    settings.GIT_ROOT = tmp_path / "git-root"
+    return settings
+
+
+@dataclass
+class Person:
+    account: Account
+    key: str
+    api_key: ApiKey
+
+
+def make_person(name: str, *, organization: Organization | None = None, role: str | None = None) -> Person:
+    account = account_create(name=name.title(), email=f"{name}@example.com")
+    if organization is not None:
+        membership_set(organization=organization, account=account, role=role or Membership.Role.MEMBER)
+    api_key, raw = api_key_create(actor=Actor.command("tests"), account=account, name=f"{name}'s key")
+    return Person(account=account, key=raw, api_key=api_key)
+
+
+@dataclass
+class People:
+    acme: Organization
+    globex: Organization
+    evil: Organization
+    staff_org: Organization
+    alice: Person
+    carol: Person
+    bob: Person
+    dave: Person
+    mallory: Person
+    sam: Person
+
+    def organization_key(self, person: Person, organization: Organization) -> str:
+        return api_key_create(actor=Actor.command("tests"), account=person.account, organization=organization, name="org key")[1]
+
+
+@pytest.fixture
+def people(db) -> People:
+    acme = organization_create(name="Acme")
+    globex = organization_create(name="Globex")
+    evil = organization_create(name="Evil Corp")
+    staff_org = organization_create(name="Staff", is_staff=True)
+    dave = make_person("dave", organization=acme)
+    membership_set(organization=globex, account=dave.account, role=Membership.Role.MEMBER)
+    return People(
+        acme=acme,
+        globex=globex,
+        evil=evil,
+        staff_org=staff_org,
+        alice=make_person("alice", organization=acme, role=Membership.Role.OWNER),
+        carol=make_person("carol", organization=acme, role=Membership.Role.ADMIN),
+        bob=make_person("bob", organization=acme),
+        dave=dave,
+        mallory=make_person("mallory", organization=evil, role=Membership.Role.OWNER),
+        sam=make_person("sam", organization=staff_org),
+    )
+
+
+class Api:
+    """Calls the API the way a client does: JSON bodies, the key in a header."""
+
+    def __init__(self):
+        self.client = APIClient()
+
+    def call(self, method: str, path: str, *, key: str | None = None, body=None, headers=None, **extra):
+        headers = dict(headers or {})
+        if key is not None:
+            headers.setdefault("x-api-key", key)
+        data = json.dumps(body) if body is not None else None
+        kwargs = {"content_type": "application/json"} if data is not None else {}
+        return getattr(self.client, method.lower())(path, data=data, headers=headers, **kwargs, **extra)
+
+    def setup(self, key, body=None, **kw):
+        return self.call("post", "/api/sandboxes/setup", key=key, body=body, **kw)
+
+    def delete(self, key, body=None, **kw):
+        return self.call("delete", "/api/sandboxes", key=key, body=body, **kw)
+
+    def runs(self, key, **params):
+        query = "&".join(f"{name}={value}" for name, value in params.items())
+        return self.call("get", f"/api/tasks/runs?{query}", key=key)
+
+
+@pytest.fixture
+def api() -> Api:
+    return Api()
+
+
+@pytest.fixture
+def run_queued_setups():
+    """Run every queued setup run the way a django-q2 worker would (the task function itself)."""
+
+    def run_all() -> list[SetupRun]:
+        ids = list(SetupRun.objects.filter(status=SetupRun.Status.QUEUED).values_list("pk", flat=True))
+        for run_id in ids:
+            run_setup(run_id)
+        return list(SetupRun.objects.filter(pk__in=ids))
+
+    return run_all

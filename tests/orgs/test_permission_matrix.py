@@ -1,0 +1,314 @@
+"""The permission matrix: every kind of key × every relation of the target × every endpoint.
+
+Generated from the three tables below (KEY_KINDS, RELATIONS, ENDPOINTS) and
+one function that says what the rules of DESIGN.md ("Who may act on which
+account") answer in each cell (`expected_status`). Each cell is its own test,
+in a world built for it:
+
+    Alpha   Pat (owner), Sid (owner), Ina (owner), Amy (member)
+    Beta    Pat, Sid, Ina, Ben (all members)
+    Gamma   Gus (member)
+    Staff   Sid (member; a staff organization)
+
+Pat holds the personal, organization (of Beta), revoked and expired keys;
+Sid, a member of the staff organization, the staff key; Ina, whose account is
+inactive, the last one. Seen from the key's holder, Amy shares an
+organization in which the holder is an owner, Ben one in which the holder is
+a plain member, and Gus none.
+
+Every account starts with a snapshot record, a repository on the (local) git
+host and a completed setup run. Each cell asserts the status code and body,
+that the target changed only as an allowed request changes it (its run
+queued, or its snapshot and repository deleted, with an audit event), and
+that nothing changed for any other account — its snapshot record, runs,
+repositories, audit events, whether it is active — in particular for none
+that the caller may not reach.
+"""
+
+import shutil
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from accounts.keys import generate_key, hash_key, visible_prefix
+from accounts.models import Account, ApiKey, AuditEvent
+from orgs.access import ACCESS_DENIED_MESSAGE
+from orgs.models import Membership, Organization
+from sandboxes.models import SetupRun, Snapshot
+from sandboxes.providers import get_git_host
+from sandboxes.providers.base import repository_name_for
+
+OWNER, MEMBER = Membership.Role.OWNER, Membership.Role.MEMBER
+
+# --- the tables ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyKind:
+    holder: str  # whose key it is ("" for none at all)
+    usable: bool
+    reaches: frozenset  # relations (below) whose account the key may act on
+
+
+OWN = frozenset({"none_given", "self"})
+KEY_KINDS = {
+    "personal": KeyKind("pat", True, OWN | {"same_org_as_owner"}),
+    "organization": KeyKind("pat", True, OWN | {"same_org_as_member"}),  # a key of Beta, held by Pat
+    "staff_member": KeyKind("sid", True, OWN | {"same_org_as_owner", "same_org_as_member", "other_org"}),
+    "revoked": KeyKind("pat", False, frozenset()),
+    "expired": KeyKind("pat", False, frozenset()),
+    "owner_inactive": KeyKind("ina", False, frozenset()),
+    "malformed": KeyKind("", False, frozenset()),
+    "missing": KeyKind("", False, frozenset()),
+    "both_headers": KeyKind("pat", False, frozenset()),
+}
+
+# Relation of the target to the key's holder -> the account (or raw value) the request names.
+RELATIONS = {
+    "none_given": None,  # the request names no account: the holder's own
+    "self": "holder",
+    "same_org_as_member": "ben",
+    "same_org_as_owner": "amy",
+    "other_org": "gus",
+    "non_existent": "nobody",
+    "not_a_uuid": "not-a-uuid",
+}
+
+ENDPOINTS = ("setup", "delete", "run_by_id", "runs_list")
+
+
+def expected_status(kind: str, relation: str, endpoint: str) -> int:
+    """What the rules answer in one cell of the matrix."""
+    if not KEY_KINDS[kind].usable:
+        return 401
+    if relation == "not_a_uuid":
+        # A run id is not a UUID: an unknown one is a run the caller cannot see.
+        return 404 if endpoint == "run_by_id" else 400
+    if relation in KEY_KINDS[kind].reaches:
+        return 200
+    return 404 if endpoint == "run_by_id" else 403
+
+
+CELLS = [
+    pytest.param(kind, relation, endpoint, id=f"{kind}-{relation}-{endpoint}")
+    for kind in KEY_KINDS
+    for relation in RELATIONS
+    for endpoint in ENDPOINTS
+]
+
+# --- the world ----------------------------------------------------------------------
+
+
+@dataclass
+class World:
+    accounts: dict[str, Account]
+    keys: dict[str, str]  # kind -> raw key
+    runs: dict[str, str]  # account name -> id of its completed run
+
+    def account_name(self, account_id) -> str:
+        return next(name for name, account in self.accounts.items() if account.pk == account_id)
+
+
+MEMBERSHIPS = {  # account -> (organization, role), as the module docstring draws them
+    "pat": [("alpha", OWNER), ("beta", MEMBER)],
+    "sid": [("alpha", OWNER), ("beta", MEMBER), ("staff", MEMBER)],
+    "ina": [("alpha", OWNER), ("beta", MEMBER)],
+    "amy": [("alpha", MEMBER)],
+    "ben": [("beta", MEMBER)],
+    "gus": [("gamma", MEMBER)],
+}
+# kind -> (holder, organization of the key, expires, revoked)
+ISSUED_KEYS = {
+    "personal": ("pat", None, False, False),
+    "organization": ("pat", "beta", False, False),
+    "staff_member": ("sid", None, False, False),
+    "revoked": ("pat", None, False, True),
+    "expired": ("pat", None, True, False),
+    "owner_inactive": ("ina", None, False, False),
+    "both_headers": ("pat", None, False, False),
+}
+
+
+@pytest.fixture(scope="session")
+def bare_repository(tmp_path_factory) -> Path:
+    """A bare repository made once by the local git host; each world copies it (faster than git init)."""
+    from sandboxes.providers.local_git import LocalGitHost
+
+    root = tmp_path_factory.mktemp("matrix-git")
+    LocalGitHost(root=root, command_timeout=30).ensure_repository(name="template", description="template")
+    shutil.rmtree(root / "template.git" / "hooks")  # git's sample hooks: files to copy for nothing
+    return root / "template.git"
+
+
+@pytest.fixture
+def world(db, settings, bare_repository) -> World:
+    """The world of the module docstring, in a few bulk inserts (252 cells each build one)."""
+    now = timezone.now()
+    organizations = {
+        name: Organization(name=name.title(), slug=name, is_staff=name == "staff")
+        for name in ("alpha", "beta", "gamma", "staff")
+    }
+    Organization.objects.bulk_create(organizations.values())
+    accounts = {name: Account(name=name.title(), email=f"{name}@example.com", is_active=name != "ina")
+                for name in MEMBERSHIPS}
+    Account.objects.bulk_create(accounts.values())
+    Membership.objects.bulk_create(
+        Membership(account=accounts[name], organization=organizations[organization], role=role)
+        for name, memberships in MEMBERSHIPS.items()
+        for organization, role in memberships
+    )
+    keys, rows = {"malformed": "sbx_" + "!" * 43}, []
+    for kind, (holder, organization, expired, revoked) in ISSUED_KEYS.items():
+        keys[kind] = raw = generate_key()
+        rows.append(ApiKey(account=accounts[holder], organization=organizations.get(organization), name=kind,
+                           prefix=visible_prefix(raw), key_hash=hash_key(raw),
+                           expires_at=now - timedelta(seconds=1) if expired else None,
+                           revoked_at=now - timedelta(minutes=1) if revoked else None))
+    ApiKey.objects.bulk_create(rows)
+
+    snapshots, runs = [], {}
+    for name, account in accounts.items():
+        # The local git host's layout: GIT_ROOT/<name>.git, its file:// URL as the repository's URL.
+        name_on_host = repository_name_for(account_name=account.name, account_id=account.pk)
+        repository = Path(settings.GIT_ROOT) / f"{name_on_host}.git"
+        shutil.copytree(bare_repository, repository)
+        snapshots.append(Snapshot(account=account, snapshot_id=f"snap_{uuid.uuid4().hex}",
+                                  expires_at=now + timedelta(days=7), github_repo=repository.resolve().as_uri()))
+        runs[name] = SetupRun(account=account, status=SetupRun.Status.COMPLETED, finished_at=now)
+    Snapshot.objects.bulk_create(snapshots)
+    SetupRun.objects.bulk_create(runs.values())
+    return World(accounts=accounts, keys=keys, runs={name: run.pk for name, run in runs.items()})
+
+
+def state_of_every_account() -> dict:
+    """Per account: its snapshot record, its runs, its repositories, its audit events, whether it is active."""
+    repositories = [repository.name for repository in get_git_host().list_all_repositories()]
+    snapshots = dict(Snapshot.objects.values_list("account_id", "snapshot_id"))
+    runs, audit = {}, {}
+    for account_id, run_id, status in SetupRun.objects.order_by("pk").values_list("account_id", "pk", "status"):
+        runs.setdefault(account_id, []).append((run_id, status))
+    for account_ref in AuditEvent.objects.values_list("account_ref", flat=True):
+        audit[account_ref] = audit.get(account_ref, 0) + 1
+    return {
+        account_id: {
+            "active": active,
+            "snapshot": snapshots.get(account_id),
+            "runs": runs.get(account_id, []),
+            "repositories": [name for name in repositories if name.endswith(str(account_id))],
+            "audit": audit.get(account_id, 0),
+        }
+        for account_id, active in Account.objects.values_list("pk", "is_active")
+    }
+
+
+# --- one request per cell -----------------------------------------------------------
+
+
+def _headers(world: World, kind: str) -> dict:
+    if kind == "missing":
+        return {}
+    key = world.keys[kind]
+    if kind == "both_headers":
+        return {"x-api-key": key, "Authorization": f"Bearer {key}"}
+    return {"x-api-key": key}
+
+
+def _target(world: World, kind: str, relation: str):
+    """(the account the cell is about, the value the request names)."""
+    named = RELATIONS[relation]
+    holder = world.accounts.get(KEY_KINDS[kind].holder) or world.accounts["pat"]
+    if named is None:
+        return holder, None
+    if named == "holder":
+        return holder, str(holder.pk)
+    if named == "nobody":
+        return None, str(uuid.uuid4())
+    if named == "not-a-uuid":
+        return None, named
+    return world.accounts[named], str(world.accounts[named].pk)
+
+
+def _request(api, world: World, endpoint: str, target: Account | None, named, headers: dict):
+    body = {} if named is None else {"account_id": named}
+    if endpoint == "setup":
+        return api.call("post", "/api/sandboxes/setup", body=body, headers=headers)
+    if endpoint == "delete":
+        return api.call("delete", "/api/sandboxes", body=body, headers=headers)
+    if endpoint == "runs_list":
+        query = "" if named is None else f"?account_id={named}"
+        return api.call("get", f"/api/tasks/runs{query}", headers=headers)
+    # run_by_id: the target's completed run; a run that does not exist; a value that is no run id.
+    # An empty runId is no runId: the holder's own recent runs.
+    if named is None:
+        run_id = ""
+    elif target is not None:
+        run_id = world.runs[world.account_name(target.pk)]
+    elif named == "not-a-uuid":
+        run_id = named
+    else:
+        run_id = "run_" + uuid.uuid4().hex[:24]
+    return api.call("get", f"/api/tasks/runs?runId={run_id}", headers=headers)
+
+
+@pytest.mark.parametrize("kind, relation, endpoint", CELLS)
+def test_cell_answers_as_the_rules_say_and_changes_nothing_out_of_reach(world, api, kind, relation, endpoint):
+    target, named = _target(world, kind, relation)
+    before = state_of_every_account()
+    expected = expected_status(kind, relation, endpoint)
+
+    response = _request(api, world, endpoint, target, named, _headers(world, kind))
+
+    assert response.status_code == expected, response.content
+    body = response.json()
+    if expected == 200:
+        assert body["status"] == "success", body
+    else:
+        assert body["status"] == "error" and body["error"], body
+    if expected == 403:
+        assert body["error"] == ACCESS_DENIED_MESSAGE  # the same whether the account exists or not
+    if expected == 404:
+        assert body["error"].startswith("No run ")
+
+    after = state_of_every_account()
+    changed = {account_id for account_id in before if before[account_id] != after[account_id]}
+    if expected == 200 and endpoint in ("setup", "delete"):
+        assert changed == {target.pk}, [world.account_name(pk) for pk in changed]
+        _assert_target_changed_as_asked(endpoint, target, before[target.pk], after[target.pk], body)
+    else:
+        assert changed == set(), [world.account_name(pk) for pk in changed]
+
+    if expected == 200 and endpoint == "run_by_id":
+        assert [run["id"] for run in body["runs"]] == [world.runs[world.account_name(target.pk)]]
+    if expected == 200 and endpoint == "runs_list":
+        assert {run["account_id"] for run in body["runs"]} == {str(target.pk)}
+
+
+def _assert_target_changed_as_asked(endpoint: str, target: Account, before: dict, after: dict, body: dict):
+    if endpoint == "setup":
+        [new_run] = set(after["runs"]) - set(before["runs"])
+        assert new_run == (body["runId"], SetupRun.Status.QUEUED)
+        assert (after["snapshot"], after["repositories"]) == (before["snapshot"], before["repositories"])
+    else:
+        assert body["deleted_snapshot"]["account_id"] == str(target.pk)
+        assert body["deleted_snapshot"]["snapshot_id"] == before["snapshot"]
+        assert after["snapshot"] is None
+        assert after["repositories"] == []
+    assert after["audit"] > before["audit"]
+
+
+# --- the table itself ---------------------------------------------------------------
+
+
+def test_the_matrix_covers_every_kind_relation_and_endpoint():
+    assert len(CELLS) == len(KEY_KINDS) * len(RELATIONS) * len(ENDPOINTS) == 252
+
+
+def test_the_matrix_has_allowed_and_denied_cells_for_every_usable_kind():
+    for kind, key_kind in KEY_KINDS.items():
+        answers = {expected_status(kind, relation, "setup") for relation in RELATIONS}
+        assert answers == ({200, 400, 403} if key_kind.usable else {401}), kind
+
