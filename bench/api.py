@@ -1,0 +1,309 @@
+"""Throughput and latency of the API, each next to a bare authenticated endpoint; queries per request.
+
+    .venv/bin/python bench/api.py                   # 10 s per endpoint, 8 connections
+    .venv/bin/python bench/api.py --duration 30 --connections 16
+    .venv/bin/python bench/api.py --load python     # without wrk (apt-get install wrk)
+
+It makes a throw-away PostgreSQL database (bench_api: dropped and created),
+migrates it, seeds 1,000 accounts with a key each, and starts gunicorn with
+two workers on 127.0.0.1 with the production settings (DEBUG off), Redis as
+django-q2's broker and as the rate limits' cache (the limits are set high
+enough never to refuse, so their cost is in the figures). No worker runs:
+setups stay queued, which is what the API answers either way.
+
+A second process drives it for a fixed time per endpoint, the keys taken in
+turn: wrk (Debian's package) when installed, else a Python load generator.
+It measures GET /api/ping (authenticates the key, does nothing else) before
+and after the others, and prints for POST /api/sandboxes/setup,
+DELETE /api/sandboxes and GET /api/tasks/runs: requests per second and
+p50/p99 latency, and their ratios to ping's (the mean of its two runs).
+Targets: setup's throughput at least 0.5 of ping's, its p99 at most 3 times
+ping's.
+
+Then, in this process, Django's query capture counts the queries of one
+request per endpoint (after a first request, which also records when the key
+was last used) and the calls to the git host. Targets: setup at most 5,
+delete at most 6 plus the git host's calls, runs at most 3.
+
+Figures, not assertions: bench/README.md has the last ones measured.
+"""
+
+import argparse
+import json
+import multiprocessing
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from service import BenchService, percentile, seed_accounts
+
+ENDPOINTS = {
+    "ping": ("GET", "/api/ping", ""),
+    "setup": ("POST", "/api/sandboxes/setup", "{}"),
+    "delete": ("DELETE", "/api/sandboxes", "{}"),
+    "runs": ("GET", "/api/tasks/runs", ""),
+}
+LABELS = {"ping": "GET /api/ping (bare)", "setup": "POST /api/sandboxes/setup", "delete": "DELETE /api/sandboxes",
+          "runs": "GET /api/tasks/runs"}
+QUERY_TARGETS = {"setup": 5, "delete": 6, "runs": 3, "ping": 1}
+# Django's query capture records these too (since Django 4.2); each is a round trip to the database.
+TRANSACTION_CONTROL = {"BEGIN", "COMMIT", "ROLLBACK"}
+
+
+def parse_arguments(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per endpoint (default 10)")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per endpoint (default 2)")
+    parser.add_argument("--connections", type=int, default=8, help="concurrent connections (default 8)")
+    parser.add_argument("--accounts", type=int, default=1000, help="accounts, one key each (default 1,000)")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads per gunicorn worker (default 1: gunicorn's sync workers)")
+    parser.add_argument("--load", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/bench_api",
+                        help="a THROW-AWAY database, dropped and created (its name must start with 'bench')")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--keep-database", action="store_true")
+    parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    return parser.parse_args(argv)
+
+
+# --- load: wrk ------------------------------------------------------------------
+
+
+def wrk_script(folder: Path, method: str, path: str, body: str, keys: list[str]) -> Path:
+    script = folder / f"{method.lower()}.lua"
+    key_list = ",\n".join(f'  "{key}"' for key in keys)
+    script.write_text(f"""
+local keys = {{
+{key_list}
+}}
+local counter = 0
+request = function()
+  counter = counter + 1
+  local headers = {{["x-api-key"] = keys[(counter % #keys) + 1], ["Content-Type"] = "application/json"}}
+  return wrk.format("{method}", "{path}", headers, {json.dumps(body) if body else "nil"})
+end
+""")
+    return script
+
+
+_LATENCY = re.compile(r"^\s*(50|99)%\s+([\d.]+)(us|ms|s)\s*$")
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def run_wrk(base_url: str, endpoint: str, keys: list[str], seconds: int, connections: int, folder: Path) -> dict:
+    method, path, body = ENDPOINTS[endpoint]
+    script = wrk_script(folder, method, path, body, keys)
+    threads = max(1, min(2, connections))
+    completed = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s",
+         "-s", str(script), base_url + path],
+        capture_output=True, text=True, check=True,
+    )
+    figures = {"errors": 0}
+    for line in completed.stdout.splitlines():
+        if match := _LATENCY.match(line):
+            figures[f"p{match.group(1)}_ms"] = float(match.group(2)) * _UNITS[match.group(3)]
+        elif line.startswith("Requests/sec:"):
+            figures["rps"] = float(line.split()[1])
+        elif "Non-2xx or 3xx responses:" in line:
+            figures["errors"] += int(line.split(":")[1])
+        elif line.strip().startswith("Socket errors:"):
+            figures["errors"] += sum(int(number) for number in re.findall(r"\d+", line))
+    return figures
+
+
+# --- load: Python (when wrk is missing) -------------------------------------------
+
+
+def _python_client(arguments) -> tuple[list[float], int]:
+    """One keep-alive connection in a loop until the deadline; (latencies in ms, errors)."""
+    import http.client
+
+    host, port, method, path, body, keys, deadline, offset = arguments
+    connection = http.client.HTTPConnection(host, port, timeout=10)
+    latencies, errors, number = [], 0, offset
+    while time.time() < deadline:
+        number += 1
+        headers = {"x-api-key": keys[number % len(keys)], "Content-Type": "application/json"}
+        started = time.perf_counter()
+        try:
+            connection.request(method, path, body=body or None, headers=headers)
+            answer = connection.getresponse()
+            answer.read()
+            if answer.status >= 300:
+                errors += 1
+        except OSError:
+            errors += 1
+            connection.close()
+            connection = http.client.HTTPConnection(host, port, timeout=10)
+            continue
+        latencies.append((time.perf_counter() - started) * 1000)
+    connection.close()
+    return latencies, errors
+
+
+def run_python(base_url: str, endpoint: str, keys: list[str], seconds: int, connections: int, folder: Path) -> dict:
+    method, path, body = ENDPOINTS[endpoint]
+    host, port = base_url.removeprefix("http://").split(":")
+    deadline = time.time() + seconds
+    jobs = [(host, int(port), method, path, body, keys, deadline, number * 7919) for number in range(connections)]
+    with multiprocessing.get_context("spawn").Pool(connections) as pool:
+        results = pool.map(_python_client, jobs)
+    latencies = [latency for result, _ in results for latency in result]
+    return {"rps": len(latencies) / seconds, "p50_ms": percentile(latencies, 0.50),
+            "p99_ms": percentile(latencies, 0.99), "errors": sum(errors for _, errors in results)}
+
+
+# --- queries per request ----------------------------------------------------------
+
+
+class GitHostCalls:
+    """Counts the local git host's calls (instrumentation of the benchmark, not of the service)."""
+
+    METHODS = ("ensure_repository", "list_repositories", "list_all_repositories", "delete_repository")
+
+    def __init__(self):
+        from sandboxes.providers.local_git import LocalGitHost
+
+        self.count = 0
+        for name in self.METHODS:
+            setattr(LocalGitHost, name, self._counted(getattr(LocalGitHost, name)))
+
+    def _counted(self, method):
+        def counted(host, *args, **kwargs):
+            self.count += 1
+            return method(host, *args, **kwargs)
+
+        return counted
+
+
+def queries_per_request(keys: list[str], accounts) -> dict:
+    from datetime import timedelta
+
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    from sandboxes.models import SetupRun, Snapshot
+    from sandboxes.providers import get_git_host
+    from sandboxes.providers.base import repository_name_for
+
+    git_calls = GitHostCalls()
+    client = Client()
+    counts = {}
+
+    def measure(name: str, method: str, path: str, key: str, body: str = ""):
+        extra = {"content_type": "application/json", "data": body} if body else {}
+        git_calls.count = 0
+        with CaptureQueriesContext(connection) as captured:
+            answer = getattr(client, method)(path, headers={"x-api-key": key}, **extra)
+        assert answer.status_code == 200, (name, answer.status_code, answer.content[:300])
+        statements = [query["sql"] for query in captured.captured_queries]
+        control = [sql for sql in statements if sql.strip().upper() in TRANSACTION_CONTROL]
+        counts[name] = {"queries": len(statements), "transaction_control": len(control),
+                        "git_host_calls": git_calls.count, "sql": [sql[:110] for sql in statements]}
+
+    # The last account is kept for this: no run, no snapshot; its key used once (last_used_at written).
+    account, key = accounts[-1], keys[-1]
+    client.get("/api/ping", headers={"x-api-key": key})
+    measure("ping", "get", "/api/ping", key)
+    measure("setup", "post", "/api/sandboxes/setup", key, "{}")  # a new run, queued on Redis
+    measure("setup (run already queued)", "post", "/api/sandboxes/setup", key, "{}")
+    measure("runs", "get", "/api/tasks/runs", key)
+    # A sandbox to delete: its repository on the git host and its Snapshot row (and the queued run).
+    repository = get_git_host().ensure_repository(
+        name=repository_name_for(account_name=account.name, account_id=account.pk), description="bench"
+    ).repository
+    Snapshot.objects.create(account=account, snapshot_id="snap_bench", github_repo=repository.html_url,
+                            expires_at=timezone.now() + timedelta(days=7))
+    measure("delete", "delete", "/api/sandboxes", key, "{}")
+    measure("delete (nothing left)", "delete", "/api/sandboxes", key, "{}")
+    assert not Snapshot.objects.filter(account=account).exists()
+    assert SetupRun.objects.filter(account=account, status=SetupRun.Status.CANCELED).exists()
+    return counts
+
+
+# --- the report -------------------------------------------------------------------
+
+
+def print_report(figures: dict, counts: dict, arguments, tool: str):
+    ping = {name: (figures["ping"][name] + figures["ping (after)"][name]) / 2 for name in ("rps", "p50_ms", "p99_ms")}
+    print()
+    print(f"API load: {arguments.duration} s per endpoint, {arguments.connections} connections, "
+          f"gunicorn {arguments.workers} workers x {arguments.threads} thread(s), {tool}; "
+          "PostgreSQL, Redis broker and cache")
+    print(f"{'endpoint':32} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}   "
+          f"{'req/s vs ping':>13} {'p99 vs ping':>11}")
+    for name in ("ping", "setup", "delete", "runs", "ping (after)"):
+        row = figures[name]
+        label = LABELS.get(name, "GET /api/ping (bare, again)")
+        ratios = ""
+        if name in ("setup", "delete", "runs"):
+            ratios = f"{row['rps'] / ping['rps']:>13.2f} {row['p99_ms'] / ping['p99_ms']:>11.2f}"
+        print(f"{label:32} {row['rps']:>8.0f} {row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} {row['errors']:>7}"
+              f"   {ratios}")
+    setup_rps, setup_p99 = figures["setup"]["rps"] / ping["rps"], figures["setup"]["p99_ms"] / ping["p99_ms"]
+    print(f"setup targets: throughput >= 0.5 x ping: {setup_rps:.2f} ({'met' if setup_rps >= 0.5 else 'MISSED'}); "
+          f"p99 <= 3 x ping: {setup_p99:.2f} ({'met' if setup_p99 <= 3 else 'MISSED'})")
+    print()
+    print("Queries per request (Django's query capture, one request after the key's first use;")
+    print("the target is checked on all of them, and on those that are not BEGIN/COMMIT/ROLLBACK):")
+    for name, count in counts.items():
+        target = QUERY_TARGETS.get(name.split(" ")[0])
+        data = count["queries"] - count["transaction_control"]
+        verdict = ""
+        if target:
+            verdict = (f"target <= {target}: {'met' if count['queries'] <= target else 'missed'}, "
+                       f"without transaction control {'met' if data <= target else 'missed'}")
+        git = f" + {count['git_host_calls']} git host call(s)" if count["git_host_calls"] else ""
+        print(f"  {name:28} {count['queries']} queries ({count['transaction_control']} transaction control){git}"
+              f"   {verdict}")
+        for sql in count["sql"]:
+            print(f"      {sql}")
+
+
+def main(argv=None):
+    arguments = parse_arguments(argv)
+    tool = arguments.load
+    if tool == "auto":
+        tool = "wrk" if shutil.which("wrk") else "python"
+    load = run_wrk if tool == "wrk" else run_python
+    rate = "1000000/min"  # the throttle runs on every request and never refuses
+    service = BenchService(database_url=arguments.database_url, redis_url=arguments.redis_url,
+                           keep_database=arguments.keep_database, THROTTLE_SETUP_RATE=rate, THROTTLE_DELETE_RATE=rate)
+    folder = Path(tempfile.mkdtemp(prefix="bench-api-"))
+    try:
+        print(f"database {service.database_name}: creating and migrating", file=sys.stderr)
+        service.create_database()
+        service.open_django()
+        seeded = seed_accounts(arguments.accounts + 1, prefix="bench")
+        accounts, keys = [account for account, _ in seeded], [key for _, key in seeded]
+        load_keys = keys[:-1]  # the last one is kept for the query count
+        service.start_web(workers=arguments.workers, threads=arguments.threads)
+        figures = {}
+        for name in ("ping", "setup", "delete", "runs", "ping (after)"):
+            endpoint = name.split(" ")[0]
+            print(f"{name}: {arguments.warmup} s warm-up, {arguments.duration} s measured", file=sys.stderr)
+            if arguments.warmup:
+                load(service.base_url, endpoint, load_keys, arguments.warmup, arguments.connections, folder)
+            figures[name] = load(service.base_url, endpoint, load_keys, arguments.duration, arguments.connections,
+                                 folder)
+        counts = queries_per_request(keys, accounts)
+        print_report(figures, counts, arguments, tool)
+        if arguments.json:
+            queries = {name: count["queries"] for name, count in counts.items()}
+            print(json.dumps({"figures": figures, "queries": queries}))
+    finally:
+        service.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""The service as the benchmarks run it: a throw-away PostgreSQL database, gunicorn, qcluster, Redis.
+
+`BenchService` creates the database afresh (DROP ... WITH (FORCE), CREATE),
+migrates it, opens Django in the benchmark's own process on the same
+database (to seed accounts and keys in bulk and to read the results), and
+starts gunicorn and qcluster as separate processes on 127.0.0.1, with the
+production settings (DEBUG off) less HTTPS, Redis as broker and cache, and
+a queue name of its own. `close()` stops the processes, removes the queue's
+Redis keys and drops the database (unless asked to keep it).
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class BenchService:
+    def __init__(self, *, database_url: str, redis_url: str, keep_database: bool = False, **variables: str):
+        self.database_url = database_url
+        self.redis_url = redis_url
+        self.keep_database = keep_database
+        self.folder = Path(tempfile.mkdtemp(prefix="bench-"))
+        self.queue_name = f"bench-{uuid.uuid4().hex[:10]}"
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.env = {
+            **{name: value for name, value in os.environ.items() if name not in ("DATABASE_URL", "REDIS_URL")},
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "DEBUG": "0",
+            "SECRET_KEY": "bench-secret-key-" + "x" * 40,
+            "API_KEY_PEPPER": "bench-api-key-pepper",
+            "ALLOWED_HOSTS": "127.0.0.1 localhost testserver",
+            "SECURE_SSL_REDIRECT": "0",
+            "SECURE_COOKIES": "0",
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "QUEUE_NAME": self.queue_name,
+            "VAR_DIR": str(self.folder / "var"),
+            "SANDBOX_ROOT": str(self.folder / "sandboxes"),
+            "GIT_ROOT": str(self.folder / "git"),
+            "LOG_LEVEL": "WARNING",
+            "PYTHONWARNINGS": "ignore",
+            **variables,
+        }
+
+    # --- the database ---------------------------------------------------------
+    def _maintenance(self, statement: str):
+        import psycopg
+
+        parts = urlsplit(self.database_url)
+        maintenance = urlunsplit(parts._replace(path="/postgres"))
+        with psycopg.connect(maintenance, autocommit=True) as connection:
+            connection.execute(statement)
+
+    @property
+    def database_name(self) -> str:
+        return urlsplit(self.database_url).path.lstrip("/")
+
+    def create_database(self):
+        name = self.database_name
+        if not name.startswith("bench"):
+            raise SystemExit(f"refusing to recreate {name!r}: the benchmark's database name must start with 'bench'")
+        self._maintenance(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self._maintenance(f'CREATE DATABASE "{name}"')
+        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=self.env,
+                       check=True)
+
+    def open_django(self):
+        """Django in this process, on the benchmark's database and settings."""
+        os.environ.update(self.env)
+        import django
+
+        django.setup()
+
+    # --- processes --------------------------------------------------------------
+    def start(self, name: str, command: list[str]):
+        log = (self.folder / f"{name}.log").open("ab")
+        self.processes[name] = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log,
+                                                stderr=subprocess.STDOUT, start_new_session=True)
+
+    def start_web(self, workers: int = 2, threads: int = 1):
+        import gunicorn
+
+        command = [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{self.port}",
+                   "--workers", str(workers), "--threads", str(threads), "--timeout", "60"]
+        if gunicorn.version_info >= (27,):
+            command.append("--no-control-socket")
+        self.start("gunicorn", command)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.base_url + "/healthz", timeout=2) as answer:
+                    if answer.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+        raise SystemExit(f"gunicorn did not answer /healthz; see {self.folder / 'gunicorn.log'}")
+
+    def start_worker(self):
+        self.start("qcluster", [sys.executable, "manage.py", "qcluster"])
+
+    def close(self):
+        for popen in self.processes.values():
+            if popen.poll() is None:
+                popen.send_signal(signal.SIGTERM)
+        for popen in self.processes.values():
+            try:
+                popen.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(popen.pid, signal.SIGKILL)
+                popen.wait()
+        try:
+            import redis
+
+            client = redis.Redis.from_url(self.redis_url)
+            keys = [*client.scan_iter(match=f"django_q:{self.queue_name}:*"),
+                    *client.scan_iter(match=f"{self.queue_name}:*")]
+            if keys:
+                client.delete(*keys)
+            client.close()
+        except Exception as problem:  # the figures are printed already; say what is left
+            print(f"(could not remove the queue's Redis keys: {problem})", file=sys.stderr)
+        try:
+            from django.db import connections
+
+            connections.close_all()
+        except Exception:
+            pass
+        if not self.keep_database:
+            self._maintenance(f'DROP DATABASE IF EXISTS "{self.database_name}" WITH (FORCE)')
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def seed_accounts(count: int, *, prefix: str) -> list[tuple[object, str]]:
+    """`count` accounts with one key each, in bulk; returns (account, raw key) pairs."""
+    from accounts.keys import generate_key, hash_key, visible_prefix
+    from accounts.models import Account, ApiKey
+
+    accounts = Account.objects.bulk_create(
+        Account(name=f"{prefix.title()} {number}", email=f"{prefix}{number}@example.com") for number in range(count)
+    )
+    raw_keys = [generate_key() for _ in accounts]
+    ApiKey.objects.bulk_create(
+        ApiKey(account=account, name="bench", prefix=visible_prefix(raw), key_hash=hash_key(raw))
+        for account, raw in zip(accounts, raw_keys)
+    )
+    return list(zip(accounts, raw_keys))
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(share * (len(ordered) - 1))))
+    return ordered[index]
