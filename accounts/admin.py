@@ -18,10 +18,11 @@ from django.views.decorators.debug import sensitive_variables
 from accounts.audit import Actor
 from accounts.models import Account, ApiKey, AuditEvent
 from accounts.services import api_key_create, api_keys_revoke
+from config.admin_links import admin_change_url
 from config.admin_readonly import ReadOnlyAdminMixin
 from orgs.models import Membership
 from sandboxes.admin import report_setup_starts
-from sandboxes.models import SetupRun
+from sandboxes.models import SetupRun, Snapshot
 from sandboxes.services import setup_runs_start
 
 EMPTY = "—"
@@ -98,7 +99,7 @@ class AccountAdmin(admin.ModelAdmin):
         snapshot = getattr(account, "snapshot", None)
         if snapshot is None:
             return EMPTY
-        url = reverse("admin:sandboxes_snapshot_change", args=[snapshot.pk])
+        url = admin_change_url(Snapshot, snapshot.pk)
         state = "expired" if snapshot.is_expired else "expires"
         return format_html('<a href="{}">{}</a> ({} {})', url, snapshot.snapshot_id, state,
                            f"{snapshot.expires_at:%Y-%m-%d %H:%M} UTC")
@@ -107,7 +108,7 @@ class AccountAdmin(admin.ModelAdmin):
     def last_run_status(self, account):
         if not account.last_run_id:
             return EMPTY
-        url = reverse("admin:sandboxes_setuprun_change", args=[account.last_run_id])
+        url = admin_change_url(SetupRun, account.last_run_id)
         return format_html('<a href="{}">{}</a>', url, account.last_run_status)
 
     @admin.display(description="audit trail")
@@ -289,7 +290,7 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="account")
     def target_account(self, event):
         if event.account is not None:
-            url = reverse("admin:accounts_account_change", args=[event.account_id])
+            url = admin_change_url(Account, event.account_id)
             return format_html('<a href="{}">{}</a>', url, event.account)
         return str(event.account_ref) if event.account_ref else EMPTY
 

@@ -3,7 +3,6 @@
 from datetime import datetime
 
 from django.db import transaction
-
 from django.db.models import QuerySet
 from django.utils import timezone
 

@@ -198,11 +198,10 @@ class SetupRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         # deleted); the audit trail names who.
         return f"API key {run.api_key.prefix}…" if run.api_key_id else "staff (admin)"
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        run = self.get_object(request, object_id)
-        extra_context = {**(extra_context or {}), "timeline": _timeline(run) if run is not None else []}
-        return super().change_view(request, object_id, form_url, extra_context)
-
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        # The run the admin itself loaded (from the unquoted id in the URL).
+        context["timeline"] = _timeline(obj) if obj is not None else []
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def has_cancel_permission(self, request):
         return request.user.has_perm("sandboxes.cancel_setuprun")

@@ -2,8 +2,9 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import sandboxes.models
 from django.db import migrations, models
+
+import sandboxes.models
 
 
 class Migration(migrations.Migration):

@@ -16,7 +16,14 @@ import logging
 from dataclasses import dataclass
 
 import requests
-from github import Auth, Github, GithubException, GithubRetry, RateLimitExceededExceedsMaxWait, UnknownObjectException
+from github import (
+    Auth,
+    Github,
+    GithubException,
+    GithubRetry,
+    RateLimitExceededExceedsMaxWait,
+    UnknownObjectException,
+)
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from sandboxes.providers.base import EnsuredRepository, GitHostError, PushTarget, Repository

@@ -29,8 +29,9 @@ from django.utils import timezone
 
 from accounts.audit import Actor
 from accounts.keys import KEY_PATTERN, hash_key
-from accounts.models import ApiKey, AuditEvent
+from accounts.models import Account, ApiKey, AuditEvent
 from accounts.services import api_key_create, api_keys_revoke
+from config.admin_links import admin_change_url
 from sandboxes.models import SetupRun, Snapshot
 from tests.staff import messages_of, offered_actions, operator, viewer
 
@@ -110,7 +111,7 @@ def test_the_account_page_has_memberships_and_keys_inline_without_the_hash(admin
         actor=Actor.command("tests"), account=people.alice.account, organization=people.acme, name="acme ci"
     )[0]
 
-    response = admin_client.get(f"{ACCOUNTS}{people.alice.account.pk}/change/")
+    response = admin_client.get(admin_change_url(Account, people.alice.account.pk))
 
     assert response.status_code == 200
     page = response.content.decode()
@@ -178,7 +179,7 @@ def test_a_key_created_in_the_admin_is_shown_once_and_works(client, people, api,
     assert all(raw_key not in event.detail and raw_key not in event.actor for event in AuditEvent.objects.all())
     assert all(raw_key not in str(session.get_decoded()) for session in Session.objects.all())
     assert raw_key not in caplog.text
-    assert raw_key not in client.get(f"{KEYS}{key.pk}/change/").content.decode()
+    assert raw_key not in client.get(admin_change_url(ApiKey, key.pk)).content.decode()
     assert raw_key not in client.get(KEYS).content.decode()
 
 
@@ -233,7 +234,7 @@ def test_a_viewer_cannot_create_keys(client, people):
 def test_a_key_page_changes_the_name_only(admin_client, people):
     key = people.bob.api_key
 
-    response = admin_client.get(f"{KEYS}{key.pk}/change/")
+    response = admin_client.get(admin_change_url(ApiKey, key.pk))
 
     assert list(response.context["adminform"].form.fields) == ["name"]
     assert key.prefix in response.content.decode()
@@ -304,7 +305,8 @@ def test_keys_filter_by_last_use(admin_client, people, api):
 
     assert [key.pk for key in response.context["cl"].result_list] == [people.alice.api_key.pk]
     assert people.alice.api_key.pk not in {key.pk for key in never.context["cl"].result_list}
-    today = admin_client.get(KEYS, {"last_used_at__gte": timezone.now().date().isoformat()})
+    midnight = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    today = admin_client.get(KEYS, {"last_used_at__gte": midnight.isoformat()})
     assert [key.pk for key in today.context["cl"].result_list] == [people.alice.api_key.pk]
 
 
@@ -339,10 +341,10 @@ def test_the_audit_trail_cannot_be_changed_or_deleted_even_by_a_superuser(admin_
     assert admin_client.get(f"{EVENTS}add/").status_code == 403
     assert admin_client.get(f"{EVENTS}{event.pk}/delete/").status_code == 403
     assert admin_client.post(f"{EVENTS}{event.pk}/delete/", {"post": "yes"}).status_code == 403
-    assert admin_client.post(f"{EVENTS}{event.pk}/change/", {"action": "key.revoked"}).status_code == 403
+    assert admin_client.post(admin_change_url(AuditEvent, event.pk), {"action": "key.revoked"}).status_code == 403
     admin_client.post(EVENTS, {"action": "delete_selected", "_selected_action": [event.pk], "post": "yes"})
     assert AuditEvent.objects.get(pk=event.pk).action == AuditEvent.Action.SETUP_REQUESTED
-    page = admin_client.get(f"{EVENTS}{event.pk}/change/")
+    page = admin_client.get(admin_change_url(AuditEvent, event.pk))
     assert page.status_code == 200
     assert event.run_id in page.content.decode()
 

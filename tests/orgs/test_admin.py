@@ -2,7 +2,8 @@
 
 import pytest
 
-from orgs.models import Membership
+from config.admin_links import admin_change_url
+from orgs.models import Membership, Organization
 
 pytestmark = pytest.mark.django_db
 
@@ -19,7 +20,7 @@ def test_the_organization_list_shows_and_filters_staff_organizations(admin_clien
 
 
 def test_the_organization_page_lists_members_with_their_roles(admin_client, people):
-    response = admin_client.get(f"{ORGANIZATIONS}{people.acme.pk}/change/")
+    response = admin_client.get(admin_change_url(Organization, people.acme.pk))
 
     [members] = response.context["inline_admin_formsets"]
     roles = {form.instance.account: form.instance.role for form in members.formset.forms}

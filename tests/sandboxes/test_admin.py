@@ -30,6 +30,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from accounts.models import AuditEvent
+from config.admin_links import admin_change_url
 from sandboxes.models import SetupRun, Snapshot
 from sandboxes.tasks import run_setup
 from tests.sandboxes.local_git import make_undeletable
@@ -147,7 +148,7 @@ def test_snapshot_rows_cannot_be_added_edited_or_deleted_in_the_admin(admin_clie
 
     assert admin_client.get(f"{SNAPSHOTS}add/").status_code == 403
     assert admin_client.get(f"{SNAPSHOTS}{snapshot.pk}/delete/").status_code == 403
-    change = admin_client.get(f"{SNAPSHOTS}{snapshot.pk}/change/")
+    change = admin_client.get(admin_change_url(Snapshot, snapshot.pk))
     assert change.status_code == 200
     assert b'type="submit"' not in change.content.split(b'id="content-main"')[1].split(b"</form>")[0]
     assert "delete_selected" not in offered_actions(admin_client.get(SNAPSHOTS))
@@ -339,7 +340,7 @@ def test_setup_runs_are_read_only_and_filter_by_status(admin_client, people, api
     assert offered_actions(response) == ["cancel_queued_runs"]
     assert admin_client.get(f"{RUNS}add/").status_code == 403
     assert admin_client.get(f"{RUNS}{queued}/delete/").status_code == 403
-    assert admin_client.post(f"{RUNS}{queued}/change/", {"status": "COMPLETED"}).status_code == 403
+    assert admin_client.post(admin_change_url(SetupRun, queued), {"status": "COMPLETED"}).status_code == 403
     assert SetupRun.objects.get(pk=queued).status == SetupRun.Status.QUEUED
 
 
@@ -347,7 +348,7 @@ def test_the_run_page_shows_the_step_timeline_with_times_and_details(admin_clien
     set_up(api, people.alice, run_queued_setups)
     run = SetupRun.objects.get(account=people.alice.account)
 
-    response = admin_client.get(f"{RUNS}{run.pk}/change/")
+    response = admin_client.get(admin_change_url(SetupRun, run.pk))
 
     assert response.status_code == 200
     page = response.content.decode()
@@ -362,6 +363,23 @@ def test_the_run_page_shows_the_step_timeline_with_times_and_details(admin_clien
             assert step["detail"].split(" (")[0] in page
 
 
+def test_a_run_whose_id_reads_like_an_admin_escape_opens_from_the_account_list(admin_client, people):
+    # The admin escapes "&" in its URLs as "_26": an unquoted link would open "run&…".
+    step = {"name": "create_sandbox", "started": "2026-11-23T10:00:00+00:00",
+            "finished": "2026-11-23T10:00:01+00:00", "ok": True, "detail": "sandbox sbx-1"}
+    run = SetupRun.objects.create(id="run_26" + "0" * 22, account=people.alice.account,
+                                  status=SetupRun.Status.COMPLETED, steps=[step])
+    link = admin_change_url(SetupRun, run.pk)
+
+    accounts_page = admin_client.get("/admin/accounts/account/").content.decode()
+
+    assert f'href="{link}"' in accounts_page
+    page = admin_client.get(link)
+    assert page.status_code == 200
+    assert page.context["original"] == run
+    assert [entry["name"] for entry in page.context["timeline"]] == ["create_sandbox"]
+
+
 def test_the_run_page_shows_the_error_first(admin_client, people, api, run_queued_setups):
     Path(settings.GIT_ROOT).write_text("a file where the git root should be")
     run_id = api.setup(people.alice.key).json()["runId"]
@@ -369,7 +387,7 @@ def test_the_run_page_shows_the_error_first(admin_client, people, api, run_queue
     run = SetupRun.objects.get(pk=run_id)
     assert run.status == SetupRun.Status.FAILED
 
-    page = admin_client.get(f"{RUNS}{run.pk}/change/").content.decode()
+    page = admin_client.get(admin_change_url(SetupRun, run.pk)).content.decode()
 
     error_note = page.index('id="run-error"')
     assert error_note < page.index("<fieldset")
@@ -415,7 +433,7 @@ def test_a_viewer_sees_sandboxes_and_runs_but_is_offered_no_action(client, peopl
     assert snapshots.status_code == runs.status_code == 200
     assert [row.pk for row in snapshots.context["cl"].result_list] == [people.alice.account.pk]
     assert offered_actions(snapshots) == offered_actions(runs) == []
-    assert client.get(f"{RUNS}{run.pk}/change/").status_code == 200
+    assert client.get(admin_change_url(SetupRun, run.pk)).status_code == 200
 
 
 def test_an_operator_is_offered_the_actions(client):
