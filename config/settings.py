@@ -147,8 +147,11 @@ else:
 # Shared by every web process: Redis when there is one, else a table in the
 # database (created by config/migrations, so `migrate` is enough). Keys are
 # prefixed with the queue name, so services sharing one Redis keep apart.
+# django-redis rather than Django's own Redis backend: it keeps one client per
+# connection pool, where Django's builds a new one on every call (the rate
+# limits make two calls per request).
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+    CACHES = {"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": REDIS_URL,
                           "KEY_PREFIX": Q_CLUSTER["name"]}}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "sandbox_cache",

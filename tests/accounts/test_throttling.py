@@ -159,7 +159,7 @@ def _redis_answers() -> bool:
 @pytest.mark.skipif(not _redis_answers(), reason="needs Redis on 127.0.0.1:6379")
 def test_with_redis_the_count_is_shared_through_redis(people, api, rates):
     prefix = f"test-throttle-{uuid.uuid4().hex[:8]}"
-    rates.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+    rates.CACHES = {"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": REDIS_URL,
                                 "KEY_PREFIX": prefix}}
     import redis
 
@@ -219,7 +219,7 @@ def test_a_rate_that_cannot_be_read_stops_start_up_with_one_line(tmp_path, value
 def test_the_cache_is_redis_when_redis_url_is_set_and_the_database_otherwise(tmp_path):
     _rates, cache = settings_of(VAR_DIR=str(tmp_path), REDIS_URL=REDIS_URL, QUEUE_NAME="svc")
     assert (cache["BACKEND"], cache["LOCATION"], cache["KEY_PREFIX"]) == (
-        "django.core.cache.backends.redis.RedisCache", REDIS_URL, "svc")
+        "django_redis.cache.RedisCache", REDIS_URL, "svc")
 
     _rates, cache = settings_of(VAR_DIR=str(tmp_path))
     assert (cache["BACKEND"], cache["LOCATION"]) == ("django.core.cache.backends.db.DatabaseCache", "sandbox_cache")
