@@ -208,7 +208,7 @@ def queries_per_request(keys: list[str], accounts) -> dict:
         statements = [query["sql"] for query in captured.captured_queries]
         control = [sql for sql in statements if sql.strip().upper() in TRANSACTION_CONTROL]
         counts[name] = {"queries": len(statements), "transaction_control": len(control),
-                        "git_host_calls": git_calls.count, "sql": [sql[:110] for sql in statements]}
+                        "git_host_calls": git_calls.count, "sql": [" ".join(sql.split())[:110] for sql in statements]}
 
     # The last account is kept for this: no run, no snapshot; its key used once (last_used_at written).
     account, key = accounts[-1], keys[-1]

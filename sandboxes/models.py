@@ -1,10 +1,36 @@
 """An account's snapshot (its sandbox at rest) and the runs that set it up."""
 
 import secrets
+from collections.abc import Callable
+from contextlib import nullcontext
 
-from django.db import models
-from django.db.models import Q
+from django.db import IntegrityError, connections, models, router, transaction
+from django.db.models import Q, sql
 from django.utils import timezone
+
+
+class SnapshotManager(models.Manager):
+    def in_bulk_canceling_runs(self, account_ids: list, **canceled) -> dict:
+        """The accounts' snapshots by account id, once their queued and executing runs are canceled.
+
+        `canceled` are the runs' new field values. On PostgreSQL one statement
+        does both (the UPDATE in a WITH, which runs whether or not the SELECT
+        reads it); elsewhere, two. Django's own compilers write both parts.
+        https://www.postgresql.org/docs/current/queries-with.html#QUERIES-WITH-MODIFYING
+        """
+        runs = SetupRun.objects.filter(ACTIVE_RUN, account_id__in=account_ids)
+        snapshots = self.filter(account_id__in=account_ids)
+        connection = connections[router.db_for_write(self.model)]
+        if connection.vendor != "postgresql":
+            runs.update(**canceled)
+            return snapshots.in_bulk()
+        update = runs.query.chain(sql.UpdateQuery)
+        update.add_update_values(canceled)
+        update_sql, update_params = update.get_compiler(connection.alias).as_sql()
+        select_sql, select_params = snapshots.query.get_compiler(connection.alias).as_sql()
+        found = self.raw(f"WITH canceled AS ({update_sql}) {select_sql}", [*update_params, *select_params],
+                         using=connection.alias)
+        return {snapshot.pk: snapshot for snapshot in found}
 
 
 class Snapshot(models.Model):
@@ -18,6 +44,8 @@ class Snapshot(models.Model):
     github_repo = models.CharField(max_length=500, null=True, blank=True, help_text="URL of the repository")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = SnapshotManager()
 
     class Meta:
         ordering = ["-updated_at"]
@@ -35,6 +63,86 @@ class Snapshot(models.Model):
 
 def new_run_id() -> str:
     return "run_" + secrets.token_hex(12)
+
+
+ACTIVE_RUN = Q(status__in=["QUEUED", "EXECUTING"])
+ACTIVE_RUN_SQL = "status IN ('QUEUED', 'EXECUTING')"  # the same rule, as the constraint's index has it
+
+
+class SetupRunManager(models.Manager):
+    def create_unless_active(
+        self, *, account, api_key, record: Callable[["SetupRun"], models.Model]
+    ) -> tuple["SetupRun | None", bool]:
+        """A new QUEUED run for the account, or the run that is queued or executing already.
+
+        Returns (run, created). With a new run, `record(run)` (an unsaved row,
+        such as its audit event) is saved in the same transaction. The
+        database's one-active-run constraint decides between concurrent
+        callers; (None, False) means the active run another caller made was
+        not visible yet, or finished in between: the caller tries again.
+        """
+        run = self.model(account=account, api_key=api_key)
+        connection = connections[router.db_for_write(self.model)]
+        if connection.vendor == "postgresql":
+            return self._create_unless_active_in_one_statement(run, record(run), connection)
+        found = self.filter(ACTIVE_RUN, account=account).first()
+        if found is not None:
+            return found, False
+        try:
+            with transaction.atomic(using=connection.alias):
+                run.save(force_insert=True, using=connection.alias)
+                record(run).save(force_insert=True, using=connection.alias)
+        except IntegrityError:
+            return None, False
+        return run, True
+
+    def _create_unless_active_in_one_statement(self, run, companion, connection):
+        # The hot path of POST /api/sandboxes/setup, in one round trip and one
+        # transaction: the run's insert gives way to an active run (ON CONFLICT
+        # on the conditional unique index), the companion row is inserted only
+        # with a new run, and the same statement reads the active run. That
+        # read sees the rows committed when the statement began, so a run
+        # committed while it waited is not seen: (None, False), try again.
+        # https://www.postgresql.org/docs/current/sql-insert.html#SQL-ON-CONFLICT
+        table = connection.ops.quote_name(self.model._meta.db_table)
+        run_columns, run_values = _insert_columns_and_values(run, connection)
+        companion_columns, companion_values = _insert_columns_and_values(companion, connection)
+        sql = f"""
+            WITH inserted AS (
+                INSERT INTO {table} ({run_columns}) VALUES ({", ".join(["%s"] * len(run_values))})
+                ON CONFLICT (account_id) WHERE {ACTIVE_RUN_SQL} DO NOTHING
+                RETURNING id
+            ), companion AS (
+                INSERT INTO {connection.ops.quote_name(companion._meta.db_table)} ({companion_columns})
+                SELECT {", ".join(["%s"] * len(companion_values))} FROM inserted
+            )
+            SELECT id, status, started_at, FALSE FROM {table} WHERE account_id = %s AND {ACTIVE_RUN_SQL}
+            UNION ALL
+            SELECT id, 'QUEUED', NULL, TRUE FROM inserted
+        """
+        # One statement is a transaction of its own; inside a caller's
+        # transaction, a savepoint keeps a failure from spoiling the rest of it.
+        savepoint = transaction.atomic(using=connection.alias) if connection.in_atomic_block else nullcontext()
+        with savepoint, connection.cursor() as cursor:
+            cursor.execute(sql, [*run_values, *companion_values, run.account_id])
+            found = cursor.fetchone()
+        if found is None:
+            return None, False
+        run_id, status, started_at, created = found
+        if created:
+            run._state.adding, run._state.db = False, connection.alias
+            return run, True
+        # The other fields load on first use, as with QuerySet.only().
+        return self.model.from_db(connection.alias, ["id", "status", "started_at"], [run_id, status, started_at]), False
+
+
+def _insert_columns_and_values(instance: models.Model, connection) -> tuple[str, list]:
+    """The quoted columns of an INSERT of `instance` and their values, prepared as Model.save() prepares them."""
+    meta = instance._meta
+    fields = [field for field in meta.local_concrete_fields
+              if not (field is meta.auto_field and getattr(instance, field.attname) is None)]
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    return columns, [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields]
 
 
 class SetupRun(models.Model):
@@ -69,6 +177,8 @@ class SetupRun(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     task_id = models.CharField(max_length=64, blank=True, help_text="django-q2 task id")
 
+    objects = SetupRunManager()
+
     class Meta:
         ordering = ["-created_at"]
         permissions = [
@@ -81,7 +191,7 @@ class SetupRun(models.Model):
             # setup requests cannot start two.
             models.UniqueConstraint(
                 fields=["account"],
-                condition=Q(status__in=["QUEUED", "EXECUTING"]),
+                condition=ACTIVE_RUN,
                 name="one_active_setup_run_per_account",
             )
         ]

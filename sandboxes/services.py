@@ -14,7 +14,7 @@ from datetime import timedelta
 from functools import cache, partial
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.tasks import async_task
@@ -74,32 +74,23 @@ def setup_run_start(*, account: Account, actor: Actor) -> SetupRun:
     """A new run queued after commit, or the account's run that is queued or executing already.
 
     The database allows one active run per account (a conditional unique
-    constraint), so concurrent requests agree on one run: the insert is tried
-    first, and its refusal means there is a run to answer with.
+    constraint), so concurrent requests agree on one run. The request is
+    recorded in the audit trail either way: with a new run, in its transaction.
     """
+    def requested(run: SetupRun, detail: str = "Run queued") -> AuditEvent:
+        return audit_event(action=Action.SETUP_REQUESTED, actor=actor, account=account, run_id=run.pk, detail=detail)
+
     for _attempt in range(3):
-        try:
-            with transaction.atomic():
-                run = SetupRun.objects.create(account=account, api_key=actor.api_key)
-                audit_record(
-                    action=Action.SETUP_REQUESTED, actor=actor, account=account, run_id=run.pk, detail="Run queued"
-                )
-        except IntegrityError:
-            active = SetupRun.objects.filter(account=account, status__in=SetupRun.ACTIVE_STATUSES).first()
-            if active is None:
-                continue  # it finished just now: try again
-            if _is_stale(active):
-                _fail_stale_run(active, backend=get_sandbox_backend(), git_host=get_git_host())
-                continue
-            audit_record(
-                action=Action.SETUP_REQUESTED,
-                actor=actor,
-                account=account,
-                run_id=active.pk,
-                detail=f"A run was already {active.status.lower()}; answered with it",
-            )
-            return active
-        transaction.on_commit(partial(_enqueue, run.pk))
+        run, created = SetupRun.objects.create_unless_active(account=account, api_key=actor.api_key, record=requested)
+        if created:
+            transaction.on_commit(partial(_enqueue, run.pk))
+            return run
+        if run is None:
+            continue  # it finished just now, or is not visible yet: try again
+        if _is_stale(run):  # its worker died: fail it, then start anew
+            _fail_stale_run(SetupRun.objects.get(pk=run.pk), backend=get_sandbox_backend(), git_host=get_git_host())
+            continue
+        requested(run, f"A run was already {run.status.lower()}; answered with it").save()
         return run
     raise RuntimeError(f"Could not start or find a setup run for account {account.pk}")
 
@@ -282,10 +273,10 @@ def sandboxes_delete(
     account_ids = [account.pk for account in accounts]
     # Cancel first: a queued run must not set the sandbox up again behind us,
     # and an executing one then stops before it saves a snapshot.
-    SetupRun.objects.filter(account_id__in=account_ids, status__in=SetupRun.ACTIVE_STATUSES).update(
-        status=SetupRun.Status.CANCELED, finished_at=timezone.now(), error="Canceled: the sandbox was deleted"
+    snapshots = Snapshot.objects.in_bulk_canceling_runs(
+        account_ids,
+        status=SetupRun.Status.CANCELED, finished_at=timezone.now(), error="Canceled: the sandbox was deleted",
     )
-    snapshots = Snapshot.objects.in_bulk(account_ids)
     deletions = [SandboxDeletion(account_id=account_id) for account_id in account_ids]
     listed = repositories
     if listed is None:

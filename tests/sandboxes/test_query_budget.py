@@ -1,0 +1,79 @@
+"""What each API request costs the database, counted as in production.
+
+The budgets (issue: setup at most 5 queries, delete at most 6 plus the git
+host's calls, runs at most 3) count every round trip, BEGIN and COMMIT
+included. The requests run in autocommit, as they do behind gunicorn (not in
+a test transaction, whose savepoints would add to the count), with a key that
+was used a moment ago (the first use of a key also records when), and with
+the rate limits counting in memory: in production they count in Redis, not in
+the database. bench/api.py prints the same counts against the real server.
+
+PostgreSQL only: the budgets are met there by single statements with a WITH
+that inserts or updates, which SQLite does not have (on SQLite a setup or a
+delete costs more round trips).
+"""
+
+import pytest
+
+from sandboxes.models import SetupRun, Snapshot
+from tests.conftest import requires_postgres
+
+pytestmark = [pytest.mark.django_db(transaction=True), requires_postgres]
+
+SETUP_BUDGET, DELETE_BUDGET, RUNS_BUDGET = 5, 6, 3
+
+
+@pytest.fixture
+def caller(people, api, settings):
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    api.runs(people.bob.key)  # the key's first use, which records last_used_at
+    return people.bob
+
+
+def test_a_setup_that_queues_a_run_stays_within_budget(caller, api, django_assert_max_num_queries):
+    with django_assert_max_num_queries(SETUP_BUDGET):
+        response = api.setup(caller.key)
+
+    assert response.status_code == 200
+    assert SetupRun.objects.get(account=caller.account).pk == response.json()["runId"]
+
+
+def test_a_setup_answered_with_the_queued_run_stays_within_budget(caller, api, django_assert_max_num_queries):
+    first = api.setup(caller.key).json()["runId"]
+
+    with django_assert_max_num_queries(SETUP_BUDGET):
+        response = api.setup(caller.key)
+
+    assert response.json()["runId"] == first
+
+
+def test_a_delete_of_a_sandbox_stays_within_budget(caller, api, run_queued_setups, django_assert_max_num_queries):
+    api.setup(caller.key)
+    run_queued_setups()
+    api.setup(caller.key)  # a run queued again, which the delete cancels
+
+    with django_assert_max_num_queries(DELETE_BUDGET):
+        response = api.delete(caller.key)
+
+    assert response.json()["deleted_snapshot"]["account_id"] == str(caller.account.pk)
+    assert not Snapshot.objects.filter(account=caller.account).exists()
+    assert not SetupRun.objects.filter(account=caller.account, status__in=SetupRun.ACTIVE_STATUSES).exists()
+
+
+def test_a_delete_with_nothing_left_stays_within_budget(caller, api, django_assert_max_num_queries):
+    with django_assert_max_num_queries(DELETE_BUDGET):
+        response = api.delete(caller.key)
+
+    assert response.json()["deleted_snapshot"] is None
+
+
+def test_reading_runs_stays_within_budget(caller, api, django_assert_max_num_queries):
+    run_id = api.setup(caller.key).json()["runId"]
+
+    with django_assert_max_num_queries(RUNS_BUDGET):
+        by_id = api.runs(caller.key, runId=run_id)
+    with django_assert_max_num_queries(RUNS_BUDGET):
+        recent = api.runs(caller.key)
+
+    assert [run["id"] for run in by_id.json()["runs"]] == [run_id]
+    assert [run["id"] for run in recent.json()["runs"]] == [run_id]
