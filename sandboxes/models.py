@@ -1,7 +1,6 @@
 """An account's snapshot (its sandbox at rest) and the runs that set it up."""
 
 import secrets
-from collections.abc import Callable
 from contextlib import nullcontext
 
 from django.db import IntegrityError, connections, models, router, transaction
@@ -69,62 +68,91 @@ ACTIVE_RUN = Q(status__in=["QUEUED", "EXECUTING"])
 ACTIVE_RUN_SQL = "status IN ('QUEUED', 'EXECUTING')"  # the same rule, as the constraint's index has it
 
 
+def answered_detail(status: str) -> str:
+    """The audit detail of a setup request answered with the account's active run."""
+    return f"A run was already {status.lower()}; answered with it"
+
+
+NEW_RUN_DETAIL = "Run queued"
+
+
 class SetupRunManager(models.Manager):
     def create_unless_active(
-        self, *, account, api_key, record: Callable[["SetupRun"], models.Model]
+        self, *, account, api_key, request_event: models.Model, stale_before
     ) -> tuple["SetupRun | None", bool]:
         """A new QUEUED run for the account, or the run that is queued or executing already.
 
-        Returns (run, created). With a new run, `record(run)` (an unsaved row,
-        such as its audit event) is saved in the same transaction. The
-        database's one-active-run constraint decides between concurrent
-        callers; (None, False) means the active run another caller made was
-        not visible yet, or finished in between: the caller tries again.
+        Returns (run, created). `request_event`, the request's unsaved audit
+        event, is saved with the id of the run that answers and a detail that
+        says which; with a new run, in the same transaction. The database's
+        one-active-run constraint decides between concurrent callers.
+
+        Two answers ask the caller to try again: (None, False), where the
+        active run another caller made was not visible yet or finished in
+        between; and a run EXECUTING since before `stale_before`, whose worker
+        died: it is returned unrecorded, for the caller to fail first.
         """
         run = self.model(account=account, api_key=api_key)
         connection = connections[router.db_for_write(self.model)]
         if connection.vendor == "postgresql":
-            return self._create_unless_active_in_one_statement(run, record(run), connection)
+            return self._create_unless_active_in_one_statement(run, request_event, stale_before, connection)
         found = self.filter(ACTIVE_RUN, account=account).first()
         if found is not None:
+            if not found.executing_since_before(stale_before):
+                request_event.run_id, request_event.detail = found.pk, answered_detail(found.status)
+                request_event.save(force_insert=True, using=connection.alias)
             return found, False
+        request_event.run_id, request_event.detail = run.pk, NEW_RUN_DETAIL
         try:
             with transaction.atomic(using=connection.alias):
                 run.save(force_insert=True, using=connection.alias)
-                record(run).save(force_insert=True, using=connection.alias)
+                request_event.save(force_insert=True, using=connection.alias)
         except IntegrityError:
             return None, False
         return run, True
 
-    def _create_unless_active_in_one_statement(self, run, companion, connection):
+    def _create_unless_active_in_one_statement(self, run, event, stale_before, connection):
         # The hot path of POST /api/sandboxes/setup, in one round trip and one
         # transaction: the run's insert gives way to an active run (ON CONFLICT
-        # on the conditional unique index), the companion row is inserted only
-        # with a new run, and the same statement reads the active run. That
-        # read sees the rows committed when the statement began, so a run
-        # committed while it waited is not seen: (None, False), try again.
+        # on the conditional unique index), the answer is the new run or the
+        # active one, and the event is inserted naming it (unless it is stale).
+        # The read of the active run sees the rows committed when the
+        # statement began, so a run committed while it waited is not seen:
+        # (None, False), try again. Where that read finds a run that finished
+        # in between while the insert made a new one, the new one answers.
         # https://www.postgresql.org/docs/current/sql-insert.html#SQL-ON-CONFLICT
-        table = connection.ops.quote_name(self.model._meta.db_table)
+        quote = connection.ops.quote_name
+        table = quote(self.model._meta.db_table)
         run_columns, run_values = _insert_columns_and_values(run, connection)
-        companion_columns, companion_values = _insert_columns_and_values(companion, connection)
+        event_columns, event_values = _insert_columns_and_values(event, connection, leave_out={"run_id", "detail"})
         sql = f"""
             WITH inserted AS (
                 INSERT INTO {table} ({run_columns}) VALUES ({", ".join(["%s"] * len(run_values))})
                 ON CONFLICT (account_id) WHERE {ACTIVE_RUN_SQL} DO NOTHING
-                RETURNING id
-            ), companion AS (
-                INSERT INTO {connection.ops.quote_name(companion._meta.db_table)} ({companion_columns})
-                SELECT {", ".join(["%s"] * len(companion_values))} FROM inserted
+                RETURNING id, status, started_at, TRUE AS created
+            ), answer AS (
+                SELECT * FROM inserted
+                UNION ALL
+                SELECT id, status, started_at, FALSE FROM {table} WHERE account_id = %s AND {ACTIVE_RUN_SQL}
+                ORDER BY created DESC LIMIT 1
+            ), recorded AS (
+                INSERT INTO {quote(event._meta.db_table)} ({event_columns}, {quote("run_id")}, {quote("detail")})
+                SELECT {", ".join(["%s"] * len(event_values))}, id,
+                       CASE WHEN created THEN %s WHEN status = 'QUEUED' THEN %s ELSE %s END
+                FROM answer WHERE created OR NOT (status = 'EXECUTING' AND started_at < %s)
             )
-            SELECT id, status, started_at, FALSE FROM {table} WHERE account_id = %s AND {ACTIVE_RUN_SQL}
-            UNION ALL
-            SELECT id, 'QUEUED', NULL, TRUE FROM inserted
+            SELECT id, status, started_at, created FROM answer
         """
+        parameters = [
+            *run_values, run.account_id, *event_values,
+            NEW_RUN_DETAIL, answered_detail(SetupRun.Status.QUEUED), answered_detail(SetupRun.Status.EXECUTING),
+            stale_before,
+        ]
         # One statement is a transaction of its own; inside a caller's
         # transaction, a savepoint keeps a failure from spoiling the rest of it.
         savepoint = transaction.atomic(using=connection.alias) if connection.in_atomic_block else nullcontext()
         with savepoint, connection.cursor() as cursor:
-            cursor.execute(sql, [*run_values, *companion_values, run.account_id])
+            cursor.execute(sql, parameters)
             found = cursor.fetchone()
         if found is None:
             return None, False
@@ -136,11 +164,12 @@ class SetupRunManager(models.Manager):
         return self.model.from_db(connection.alias, ["id", "status", "started_at"], [run_id, status, started_at]), False
 
 
-def _insert_columns_and_values(instance: models.Model, connection) -> tuple[str, list]:
+def _insert_columns_and_values(instance: models.Model, connection, leave_out=frozenset()) -> tuple[str, list]:
     """The quoted columns of an INSERT of `instance` and their values, prepared as Model.save() prepares them."""
     meta = instance._meta
     fields = [field for field in meta.local_concrete_fields
-              if not (field is meta.auto_field and getattr(instance, field.attname) is None)]
+              if field.attname not in leave_out
+              and not (field is meta.auto_field and getattr(instance, field.attname) is None)]
     columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
     return columns, [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields]
 
@@ -202,3 +231,7 @@ class SetupRun(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in self.ACTIVE_STATUSES
+
+    def executing_since_before(self, moment) -> bool:
+        """Executing since before `moment`: past the timeout, its worker has died."""
+        return self.status == self.Status.EXECUTING and self.started_at is not None and self.started_at < moment

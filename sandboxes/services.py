@@ -77,31 +77,28 @@ def setup_run_start(*, account: Account, actor: Actor) -> SetupRun:
     constraint), so concurrent requests agree on one run. The request is
     recorded in the audit trail either way: with a new run, in its transaction.
     """
-    def requested(run: SetupRun, detail: str = "Run queued") -> AuditEvent:
-        return audit_event(action=Action.SETUP_REQUESTED, actor=actor, account=account, run_id=run.pk, detail=detail)
-
     for _attempt in range(3):
-        run, created = SetupRun.objects.create_unless_active(account=account, api_key=actor.api_key, record=requested)
+        stale_before = _stale_cutoff()
+        run, created = SetupRun.objects.create_unless_active(
+            account=account,
+            api_key=actor.api_key,
+            request_event=audit_event(action=Action.SETUP_REQUESTED, actor=actor, account=account),
+            stale_before=stale_before,
+        )
         if created:
             transaction.on_commit(partial(_enqueue, run.pk))
             return run
         if run is None:
             continue  # it finished just now, or is not visible yet: try again
-        if _is_stale(run):  # its worker died: fail it, then start anew
+        if run.executing_since_before(stale_before):  # its worker died: fail it, then start anew
             _fail_stale_run(SetupRun.objects.get(pk=run.pk), backend=get_sandbox_backend(), git_host=get_git_host())
             continue
-        requested(run, f"A run was already {run.status.lower()}; answered with it").save()
         return run
     raise RuntimeError(f"Could not start or find a setup run for account {account.pk}")
 
 
 def _stale_cutoff():
     return timezone.now() - timedelta(seconds=settings.SETUP_RUN_STALE_AFTER)
-
-
-def _is_stale(run: SetupRun) -> bool:
-    """An EXECUTING run past the timeout: its worker died."""
-    return run.status == SetupRun.Status.EXECUTING and run.started_at is not None and run.started_at < _stale_cutoff()
 
 
 def _fail_stale_run(run: SetupRun, *, backend, git_host) -> bool:

@@ -26,6 +26,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
+from accounts.models import AuditEvent
 from sandboxes.models import SetupRun, Snapshot
 from sandboxes.providers import get_git_host, get_sandbox_backend
 from sandboxes.tasks import fail_stale_runs, run_setup
@@ -503,12 +504,24 @@ def test_a_setup_request_behind_a_stale_run_starts_a_new_run(people, api, run_qu
     assert SetupRun.objects.get(pk=run_id).status == SetupRun.Status.COMPLETED
 
 
+def test_a_request_behind_a_stale_run_is_recorded_with_the_new_run_only(people, api):
+    stale = make_dead_run(people.alice.account, started_at=stale_start())
+
+    run_id = request_setup(api, people.alice)
+
+    requested = AuditEvent.objects.filter(action=AuditEvent.Action.SETUP_REQUESTED)
+    assert [(event.run_id, event.detail) for event in requested] == [(run_id, "Run queued")]
+    assert AuditEvent.objects.filter(action=AuditEvent.Action.RUN_FAILED, run_id=stale.pk).exists()
+
+
 def test_a_setup_request_behind_a_fresh_executing_run_answers_that_run(people, api):
     fresh = make_dead_run(people.alice.account, started_at=timezone.now())
 
     assert request_setup(api, people.alice) == fresh.pk
 
     assert SetupRun.objects.filter(account=people.alice.account).count() == 1
+    requested = AuditEvent.objects.get(action=AuditEvent.Action.SETUP_REQUESTED)
+    assert (requested.run_id, requested.detail) == (fresh.pk, "A run was already executing; answered with it")
 
 
 def test_delivering_the_same_task_twice_runs_the_pipeline_once(people, api):
