@@ -82,7 +82,18 @@ def wrk_script(folder: Path, method: str, path: str, body: str, keys: list[str])
 local keys = {{
 {key_list}
 }}
+-- Each of wrk's threads starts at its own place in the list, so that two
+-- threads do not send the same key at the same moment (as the Python load
+-- generator's connections do not).
 local counter = 0
+local threads = 0
+function setup(thread)
+  thread:set("first", threads * 7919)
+  threads = threads + 1
+end
+function init(args)
+  counter = first or 0
+end
 request = function()
   counter = counter + 1
   local headers = {{["x-api-key"] = keys[(counter % #keys) + 1], ["Content-Type"] = "application/json"}}
