@@ -6,7 +6,9 @@
     .venv/bin/python bench/cleanup.py --repeat 3   # on a busy machine: the fastest of three runs per size
 
 Each size runs in a process of its own, in a temporary folder with its own
-SQLite database (or the throw-away PostgreSQL database --database-url names).
+SQLite database, or on PostgreSQL with --database-url: a throw-away database
+whose name starts with bench, dropped and created for each size and dropped
+at the end (as bench/api.py and bench/pipeline.py do with theirs).
 It seeds N accounts with an expired sandbox each, fast:
 
 - the accounts and Snapshot rows with bulk inserts;
@@ -44,6 +46,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from service import drop_database, recreate_database
+
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_SECONDS_AT_10K = 60
 
@@ -56,7 +60,8 @@ def parse_arguments(argv=None):
     parser.add_argument("--git-hooks", action="store_true",
                         help="seed repositories with git's sample hooks (26 files each instead of 8)")
     parser.add_argument("--database-url", default="",
-                        help="a THROW-AWAY PostgreSQL database (default: a new SQLite file per run)")
+                        help="a PostgreSQL database to drop and create per run, its name starting with bench, "
+                             "e.g. postgres://postgres@127.0.0.1:5432/bench_cleanup (default: a new SQLite file)")
     parser.add_argument("--only-n", action="store_true", help="run N only, not 2N")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run each size this many times and keep the fastest (on a busy machine)")
@@ -234,9 +239,14 @@ def run_child(arguments, n: int) -> dict:
         environment.pop("DATABASE_URL", None)
         if arguments.database_url:
             environment["DATABASE_URL"] = arguments.database_url
+            recreate_database(arguments.database_url)
         command = [sys.executable, __file__, "--measure", str(n), "--batch-size", str(arguments.batch_size),
                    "--concurrency", str(arguments.concurrency), *(["--git-hooks"] if arguments.git_hooks else [])]
-        finished = subprocess.run(command, env=environment, cwd=ROOT, capture_output=True, text=True, check=False)
+        try:
+            finished = subprocess.run(command, env=environment, cwd=ROOT, capture_output=True, text=True, check=False)
+        finally:
+            if arguments.database_url:
+                drop_database(arguments.database_url)
         if finished.returncode != 0:
             raise SystemExit(f"the run with N={n} failed:\n{finished.stderr}{finished.stdout}")
         return json.loads(finished.stdout.strip().splitlines()[-1])

@@ -64,24 +64,12 @@ class BenchService:
         }
 
     # --- the database ---------------------------------------------------------
-    def _maintenance(self, statement: str):
-        import psycopg
-
-        parts = urlsplit(self.database_url)
-        maintenance = urlunsplit(parts._replace(path="/postgres"))
-        with psycopg.connect(maintenance, autocommit=True) as connection:
-            connection.execute(statement)
-
     @property
     def database_name(self) -> str:
-        return urlsplit(self.database_url).path.lstrip("/")
+        return database_name(self.database_url)
 
     def create_database(self):
-        name = self.database_name
-        if not name.startswith("bench"):
-            raise SystemExit(f"refusing to recreate {name!r}: the benchmark's database name must start with 'bench'")
-        self._maintenance(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        self._maintenance(f'CREATE DATABASE "{name}"')
+        recreate_database(self.database_url)
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=self.env,
                        check=True)
 
@@ -147,8 +135,34 @@ class BenchService:
         except Exception:
             pass
         if not self.keep_database:
-            self._maintenance(f'DROP DATABASE IF EXISTS "{self.database_name}" WITH (FORCE)')
+            drop_database(self.database_url)
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+# --- throw-away PostgreSQL databases ----------------------------------------------
+def database_name(database_url: str) -> str:
+    return urlsplit(database_url).path.lstrip("/")
+
+
+def _maintenance(database_url: str, statement: str):
+    import psycopg
+
+    maintenance = urlunsplit(urlsplit(database_url)._replace(path="/postgres"))
+    with psycopg.connect(maintenance, autocommit=True) as connection:
+        connection.execute(statement)
+
+
+def recreate_database(database_url: str):
+    """Drops and creates the database the URL names, which must be a benchmark's own (its name starts with bench)."""
+    name = database_name(database_url)
+    if not name.startswith("bench"):
+        raise SystemExit(f"refusing to recreate {name!r}: the benchmark's database name must start with 'bench'")
+    _maintenance(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _maintenance(database_url, f'CREATE DATABASE "{name}"')
+
+
+def drop_database(database_url: str):
+    _maintenance(database_url, f'DROP DATABASE IF EXISTS "{database_name(database_url)}" WITH (FORCE)')
 
 
 def seed_accounts(count: int, *, prefix: str) -> list[tuple[object, str]]:
