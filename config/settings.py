@@ -85,6 +85,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.integer(
         "DATABASE_CONNECT_TIMEOUT", 5, minimum=1
     )
+    # Parameters travel apart from the SQL, and a statement a connection has
+    # run 5 times is prepared: PostgreSQL parses and plans it once per
+    # connection instead of on every request. Off behind a pooler in
+    # transaction mode that cannot keep prepared statements (PgBouncer before
+    # 1.21, or without max_prepared_statements).
+    # https://docs.djangoproject.com/en/5.2/ref/databases/#server-side-parameters-binding
+    if env.flag("DATABASE_PREPARED_STATEMENTS", True):
+        DATABASES["default"]["OPTIONS"].update(server_side_binding=True, prepare_threshold=5)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["ENGINE"] = "config.sqlite"
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
