@@ -8,7 +8,25 @@ changing address. The count lives in the default cache (Redis, or the database
 table config/migrations creates), so every web process shares it. Over the
 limit DRF answers 429 with Retry-After, as JSON (config/errors.py).
 https://www.django-rest-framework.org/api-guide/throttling/
+
+How requests are counted: in fixed windows as long as the rate's period, one
+counter per key and window, raised with the cache's atomic `incr`. DRF's own
+SimpleRateThrottle keeps a list of the key's request times instead, read and
+written back whole by every request: two round trips to the cache, a list as
+long as the rate to carry each way, and concurrent requests that read the
+same list overwrite each other's entry, so a key with parallel connections
+gets through more often than its rate. On Redis a counter is one round trip
+(django-redis's `incr` is one atomic script) and concurrent requests cannot
+lose a count; the database cache's `incr` reads and writes back, as DRF's
+list does. What a fixed window gives up: a key may spend its rate at the end
+of one window and again at the start of the next. Each key's windows start
+at their own second within the period, so that the keys refused in one
+window do not all come back at the same moment.
 """
+
+import math
+import zlib
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -17,10 +35,28 @@ from rest_framework.throttling import ScopedRateThrottle
 from accounts.models import ApiKey
 
 
+@dataclass(frozen=True)
+class Window:
+    """One counting window of a key: its number and the moment it closes (seconds since the epoch)."""
+
+    number: int
+    closes_at: float
+
+
+def counting_window(counter: str, period: int, now: float) -> Window:
+    """The window of `counter` (a key and scope's cache key) that holds the moment `now`."""
+    phase = zlib.crc32(counter.encode()) % period
+    number = math.floor((now - phase) / period)
+    return Window(number=number, closes_at=(number + 1) * period + phase)
+
+
+def counter_name(scope: str, api_key_id) -> str:
+    """The cache key that counts the requests of one API key in one scope (the window's number follows it)."""
+    return f"throttle_{scope}_key_{api_key_id}"
+
+
 class ApiKeyRateThrottle(ScopedRateThrottle):
     """Limits each API key to its view's scope rate."""
-
-    cache_format = "throttle_%(scope)s_key_%(ident)s"
 
     def get_rate(self):
         # Read per request, not once at import as DRF's THROTTLE_RATES is, so
@@ -33,4 +69,36 @@ class ApiKeyRateThrottle(ScopedRateThrottle):
     def get_cache_key(self, request, view):
         if not isinstance(request.auth, ApiKey):
             return None  # not authenticated by key: authentication has answered already
-        return self.cache_format % {"scope": self.scope, "ident": request.auth.pk}
+        return counter_name(self.scope, request.auth.pk)
+
+    def allow_request(self, request, view):
+        self.scope = getattr(view, self.scope_attr, None)
+        if not self.scope:
+            return True
+        self.rate = self.get_rate()
+        if self.rate is None:
+            return True
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        counter = self.get_cache_key(request, view)
+        if counter is None:
+            return True
+        self.now = self.timer()
+        self.window = counting_window(counter, self.duration, self.now)
+        return self._count(f"{counter}:{self.window.number}") <= self.num_requests
+
+    def _count(self, key: str) -> int:
+        """Counts this request in the window's counter; returns the window's count so far."""
+        try:
+            return self.cache.incr(key)
+        except ValueError:  # the window's first request
+            pass
+        # The counter outlives its window by a second; the key's next window has a counter of its own.
+        if self.cache.add(key, 1, timeout=math.ceil(self.window.closes_at - self.now) + 1):
+            return 1
+        try:
+            return self.cache.incr(key)  # another request of the key opened the window just before
+        except ValueError:  # ... and the counter is already gone (the cache dropped it): count afresh
+            return 1
+
+    def wait(self):
+        return max(1, math.ceil(self.window.closes_at - self.now))

@@ -21,6 +21,7 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from accounts.authentication import ApiKeyAuthentication
 from accounts.keys import KEY_PREFIX, VISIBLE_PREFIX_LENGTH, hash_key
+from tests.rate_limits import start_of_a_window
 
 
 def _every_text_in_the_database():
@@ -37,6 +38,7 @@ def _every_text_in_the_database():
 
 def test_after_every_endpoint_no_table_log_or_answer_holds_the_raw_key(people, api, settings, caplog):
     settings.API_THROTTLE_RATES = {"setup": "2/min", "delete": "2/min"}
+    start_of_a_window(settings, people.bob.api_key)
     key = people.bob.key
     secret_part = key[VISIBLE_PREFIX_LENGTH:]
     answers = []

@@ -6,19 +6,27 @@
   same account, or another account's key, still gets through); runs and ping
   are not limited.
 - Rates come from settings (THROTTLE_SETUP_RATE, THROTTLE_DELETE_RATE);
-  `off` lifts the limit; a window that has passed lets the key in again.
+  `off` lifts the limit; Retry-After is when the key's window closes, and
+  then the key gets in again.
 - The count lives in the shared cache: the database cache table (created by
   `migrate`) without REDIS_URL, Redis with it; a real Redis counts for every
-  process alike.
+  process alike, and requests of one key sent at the same moment are each
+  counted.
+
+Requests are counted in fixed windows (accounts/throttling.py), so a test
+that expects its requests to share a window first waits, if the window is
+about to close, for the next one (`start_of_a_window`).
 """
 
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from django.core.cache import caches
@@ -26,16 +34,19 @@ from django.db import connection
 
 from accounts.audit import Actor
 from accounts.services import api_key_create
+from accounts.throttling import ApiKeyRateThrottle, counter_name, counting_window
 from sandboxes.models import SetupRun, Snapshot
 from tests.processes import REDIS_URL
+from tests.rate_limits import start_of_a_window
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def rates(settings):
-    """Small rates for the test; returns the settings to change them further."""
+def rates(settings, people):
+    """Small rates for the test, starting in a window of the personas' keys; returns the settings."""
     settings.API_THROTTLE_RATES = {"setup": "3/min", "delete": "2/min"}
+    start_of_a_window(settings, people.bob.api_key, people.alice.api_key)
     return settings
 
 
@@ -85,7 +96,8 @@ def test_setup_and_delete_count_apart(people, api, rates):
 
 
 def test_each_key_counts_apart_even_for_the_same_account(people, api, rates):
-    _, second_key = api_key_create(actor=Actor.command("tests"), account=people.bob.account, name="second")
+    second, second_key = api_key_create(actor=Actor.command("tests"), account=people.bob.account, name="second")
+    start_of_a_window(rates, second)
     for _ in range(3):
         api.setup(people.bob.key)
     assert_throttled(api.setup(people.bob.key))
@@ -114,15 +126,33 @@ def test_a_rate_of_off_lifts_the_limit(people, api, settings):
     assert {api.setup(people.bob.key).status_code for _ in range(40)} == {200}
 
 
-def test_the_key_gets_in_again_once_the_window_has_passed(people, api, settings):
+def test_retry_after_is_when_the_window_closes_and_then_the_key_gets_in_again(people, api, settings):
     settings.API_THROTTLE_RATES = {"setup": "2/s", "delete": "2/s"}
+    start_of_a_window(settings, people.bob.api_key)
+    window = counting_window(counter_name("setup", people.bob.api_key.pk), 1, time.time())
     api.setup(people.bob.key)
     api.setup(people.bob.key)
-    assert_throttled(api.setup(people.bob.key))
+    assert assert_throttled(api.setup(people.bob.key)) == 1
 
-    time.sleep(1.1)
+    time.sleep(max(0.0, window.closes_at - time.time()) + 0.01)
 
     assert api.setup(people.bob.key).status_code == 200
+
+
+def test_retry_after_counts_the_seconds_left_in_the_window(people, api, rates):
+    for _ in range(3):
+        api.setup(people.bob.key)
+    window = counting_window(counter_name("setup", people.bob.api_key.pk), 60, time.time())
+
+    retry_after = assert_throttled(api.setup(people.bob.key))
+
+    assert abs(retry_after - (window.closes_at - time.time())) <= 1
+
+
+def test_each_key_has_its_own_place_of_the_window_in_the_period():
+    closing = {counting_window(counter_name("setup", pk), 60, 1_000_000.0).closes_at % 60 for pk in range(1, 50)}
+
+    assert len(closing) > 20  # refused keys do not all come back in the same second
 
 
 def test_the_schema_documents_the_429_answers(api):
@@ -169,12 +199,51 @@ def test_with_redis_the_count_is_shared_through_redis(people, api, rates):
             assert api.setup(people.bob.key).status_code == 200
         assert_throttled(api.setup(people.bob.key))
         # Another process sees the same count: it is in Redis under the service's prefix.
-        assert list(client.scan_iter(match=f"{prefix}:*throttle_setup_key_{people.bob.api_key.pk}"))
+        [counter] = client.scan_iter(match=f"{prefix}:*throttle_setup_key_{people.bob.api_key.pk}:*")
+        assert int(client.get(counter)) == 4
+        assert 0 < client.ttl(counter) <= 61  # it goes when its window has closed
     finally:
-        keys = list(client.scan_iter(match=f"{prefix}:*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        _remove_keys(client, prefix)
+
+
+def _remove_keys(client, prefix):
+    keys = list(client.scan_iter(match=f"{prefix}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.mark.skipif(not _redis_answers(), reason="needs Redis on 127.0.0.1:6379")
+def test_with_redis_requests_of_one_key_at_the_same_moment_are_each_counted(people, settings):
+    # DRF's own throttle reads and writes back the key's history, and requests
+    # that read it at the same moment overwrite each other's entry. Here 40
+    # threads ask at once with a rate of 25: exactly 25 get through.
+    prefix = f"test-throttle-{uuid.uuid4().hex[:8]}"
+    settings.CACHES = {"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": REDIS_URL,
+                                   "KEY_PREFIX": prefix}}
+    settings.API_THROTTLE_RATES = {"setup": "25/min", "delete": None}
+    start_of_a_window(settings, people.bob.api_key)
+    request, view = SimpleNamespace(auth=people.bob.api_key), SimpleNamespace(throttle_scope="setup")
+    start, answers = threading.Barrier(40), []
+
+    def ask():
+        throttle = ApiKeyRateThrottle()
+        start.wait()
+        answers.append(throttle.allow_request(request, view))
+
+    threads = [threading.Thread(target=ask) for _ in range(40)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        import redis
+
+        _remove_keys(redis.Redis.from_url(REDIS_URL), prefix)
+
+    assert answers.count(True) == 25
+    assert answers.count(False) == 15
 
 
 # --- settings from the environment ------------------------------------------------
