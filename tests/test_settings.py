@@ -23,7 +23,8 @@ import pytest
 from config.environment import parse_duration
 
 REPO = Path(__file__).resolve().parents[1]
-CONTROLLED = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "API_KEY_PEPPER", "DEBUG", "ALLOWED_HOSTS")
+CONTROLLED = ("DATABASE_URL", "DATABASE_PREPARED_STATEMENTS", "REDIS_URL", "SECRET_KEY", "API_KEY_PEPPER", "DEBUG",
+              "ALLOWED_HOSTS")
 PRODUCTION = {"SECRET_KEY": "s3cret-for-the-test", "API_KEY_PEPPER": "pepper-for-the-test",
               "ALLOWED_HOSTS": "sandboxes.example.com"}
 
@@ -185,6 +186,17 @@ def test_database_url_of_postgres_selects_postgresql(base_env):
     assert (database["HOST"], database["PORT"], database["NAME"], database["USER"]) == (
         "db.internal", 5433, "sandboxes", "sandboxes")
     assert database["CONN_HEALTH_CHECKS"] is True
+
+
+def test_postgresql_prepares_repeated_statements_unless_told_not_to(base_env):
+    postgres = {**base_env, **PRODUCTION, "DATABASE_URL": "postgres://sandboxes@db.internal/sandboxes"}
+
+    options = read_settings(postgres, "DATABASES")["DATABASES"]["default"]["OPTIONS"]
+    assert (options["server_side_binding"], options["prepare_threshold"]) == (True, 5)
+
+    settings = read_settings(postgres, "DATABASES", DATABASE_PREPARED_STATEMENTS="0")
+    options = settings["DATABASES"]["default"]["OPTIONS"]
+    assert "server_side_binding" not in options and "prepare_threshold" not in options
 
 
 def test_with_redis_url_the_queue_uses_the_redis_broker(base_env):
