@@ -24,15 +24,33 @@ at their own second within the period, so that the keys refused in one
 window do not all come back at the same moment.
 """
 
+import logging
 import math
 import zlib
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from rest_framework.exceptions import APIException
 from rest_framework.throttling import ScopedRateThrottle
 
 from accounts.models import ApiKey
+
+logger = logging.getLogger(__name__)
+
+# What django-redis raises when Redis does not answer (the database cache's
+# failures are the database's, answered 503 by config/errors.py).
+CACHE_UNAVAILABLE_ERRORS = (RedisConnectionError, RedisTimeoutError)
+
+
+class RateLimitsUnavailable(APIException):
+    """Redis, where the rate limits count, does not answer: the request is refused (503), not let through."""
+
+    status_code = 503
+    default_detail = "The rate limits' store is not answering; try again shortly"
+    wait = 5  # DRF's exception handler sends it as Retry-After
 
 
 @dataclass(frozen=True)
@@ -84,7 +102,12 @@ class ApiKeyRateThrottle(ScopedRateThrottle):
             return True
         self.now = self.timer()
         self.window = counting_window(counter, self.duration, self.now)
-        return self._count(f"{counter}:{self.window.number}") <= self.num_requests
+        try:
+            count = self._count(f"{counter}:{self.window.number}")
+        except CACHE_UNAVAILABLE_ERRORS as error:
+            logger.warning("Rate limits unavailable, refusing a %s request: %s", self.scope, error)
+            raise RateLimitsUnavailable() from error
+        return count <= self.num_requests
 
     def _count(self, key: str) -> int:
         """Counts this request in the window's counter; returns the window's count so far."""

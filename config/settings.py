@@ -156,11 +156,13 @@ else:
 # database (created by config/migrations, so `migrate` is enough). Keys are
 # prefixed with the queue name, so services sharing one Redis keep apart.
 # django-redis rather than Django's own Redis backend: it keeps one client per
-# connection pool, where Django's builds a new one on every call (the rate
-# limits make two calls per request).
+# connection pool, where Django's builds a new one on every call, and its
+# `incr` is one atomic script (accounts/throttling.py). A Redis that does not
+# answer fails the request in seconds (a JSON 503) instead of holding the worker.
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": REDIS_URL,
-                          "KEY_PREFIX": Q_CLUSTER["name"]}}
+                          "KEY_PREFIX": Q_CLUSTER["name"],
+                          "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2}}}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "sandbox_cache",
                           "KEY_PREFIX": Q_CLUSTER["name"], "OPTIONS": {"MAX_ENTRIES": 10000}}}

@@ -11,7 +11,8 @@
 - The count lives in the shared cache: the database cache table (created by
   `migrate`) without REDIS_URL, Redis with it; a real Redis counts for every
   process alike, and requests of one key sent at the same moment are each
-  counted.
+  counted. A Redis that does not answer refuses setups and deletes with a
+  JSON 503 and Retry-After (and they do nothing).
 
 Requests are counted in fixed windows (accounts/throttling.py), so a test
 that expects its requests to share a window first waits, if the window is
@@ -20,6 +21,7 @@ about to close, for the next one (`start_of_a_window`).
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -246,6 +248,29 @@ def test_with_redis_requests_of_one_key_at_the_same_moment_are_each_counted(peop
     assert answers.count(False) == 15
 
 
+def _a_port_nobody_listens_on() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_when_redis_does_not_answer_setup_and_delete_are_503_json_and_do_nothing(people, api, settings):
+    settings.CACHES = {"default": {"BACKEND": "django_redis.cache.RedisCache",
+                                   "LOCATION": f"redis://127.0.0.1:{_a_port_nobody_listens_on()}/0",
+                                   "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1}}}
+    Snapshot.objects.create(account=people.bob.account, snapshot_id="snap_kept", expires_at="2099-01-01T00:00Z")
+
+    for response in (api.setup(people.bob.key), api.delete(people.bob.key)):
+        assert response.status_code == 503, response.content
+        assert response.json() == {"status": "error",
+                                   "error": "The rate limits' store is not answering; try again shortly"}
+        assert response.headers["Retry-After"] == "5"
+
+    assert not SetupRun.objects.exists()
+    assert Snapshot.objects.filter(snapshot_id="snap_kept").exists()
+    assert api.call("get", "/api/ping", key=people.bob.key).status_code == 200  # not rate-limited
+
+
 # --- settings from the environment ------------------------------------------------
 
 
@@ -289,6 +314,7 @@ def test_the_cache_is_redis_when_redis_url_is_set_and_the_database_otherwise(tmp
     _rates, cache = settings_of(VAR_DIR=str(tmp_path), REDIS_URL=REDIS_URL, QUEUE_NAME="svc")
     assert (cache["BACKEND"], cache["LOCATION"], cache["KEY_PREFIX"]) == (
         "django_redis.cache.RedisCache", REDIS_URL, "svc")
+    assert cache["OPTIONS"] == {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2}  # a silent Redis costs seconds
 
     _rates, cache = settings_of(VAR_DIR=str(tmp_path))
     assert (cache["BACKEND"], cache["LOCATION"]) == ("django.core.cache.backends.db.DatabaseCache", "sandbox_cache")
