@@ -44,7 +44,11 @@ TARGET_ERRORS = {
     **COMMON_ERRORS,
     403: _error("Forbidden - account_id is not reachable by the caller (or does not exist)"),
 }
-THROTTLED = {429: _error("Too many requests with this API key; Retry-After says when to try again")}
+THROTTLED = {
+    429: _error("Too many requests with this API key; Retry-After says when to try again"),
+    503: _error("The database, or Redis where the rate limits count, is not answering; try again shortly "
+                "(see Retry-After)"),
+}
 
 
 class TargetAccountView(APIView):
