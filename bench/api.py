@@ -39,6 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from cpu import CpuMeter, cpu_per_request
 from service import BenchService, percentile, seed_accounts
 
 ENDPOINTS = {
@@ -280,6 +281,18 @@ def print_report(figures: dict, counts: dict, arguments, tool: str):
             print(f"      {sql}")
 
 
+def print_cpu(cpu: dict):
+    if not cpu:
+        return
+    print()
+    print("CPU per request, ms (from /proc; the load generator not counted), and the machine's idle share:")
+    print(f"{'endpoint':32} {'gunicorn':>9} {'postgres':>9} {'redis':>7} {'idle':>6}")
+    for name, row in cpu.items():
+        label = LABELS.get(name, "GET /api/ping (bare, again)")
+        print(f"{label:32} {row['gunicorn']:>9.2f} {row['postgres']:>9.2f} {row['redis']:>7.2f} "
+              f"{row['idle_share']:>6.0%}")
+
+
 def main(argv=None):
     arguments = parse_arguments(argv)
     tool = arguments.load
@@ -298,19 +311,24 @@ def main(argv=None):
         accounts, keys = [account for account, _ in seeded], [key for _, key in seeded]
         load_keys = keys[:-1]  # the last one is kept for the query count
         service.start_web(workers=arguments.workers, threads=arguments.threads)
-        figures = {}
+        meter = CpuMeter(gunicorn_pid=service.processes["gunicorn"].pid)
+        figures, cpu = {}, {}
         for name in ("ping", "setup", "delete", "runs", "ping (after)"):
             endpoint = name.split(" ")[0]
             print(f"{name}: {arguments.warmup} s warm-up, {arguments.duration} s measured", file=sys.stderr)
             if arguments.warmup:
                 load(service.base_url, endpoint, load_keys, arguments.warmup, arguments.connections, folder)
+            before = meter.reading() if CpuMeter.available() else None
             figures[name] = load(service.base_url, endpoint, load_keys, arguments.duration, arguments.connections,
                                  folder)
+            if before is not None:
+                cpu[name] = cpu_per_request(before, meter.reading(), figures[name]["rps"] * arguments.duration)
         counts = queries_per_request(keys, accounts)
         print_report(figures, counts, arguments, tool)
+        print_cpu(cpu)
         if arguments.json:
             queries = {name: count["queries"] for name, count in counts.items()}
-            print(json.dumps({"figures": figures, "queries": queries}))
+            print(json.dumps({"figures": figures, "queries": queries, "cpu_ms_per_request": cpu}))
     finally:
         service.close()
         shutil.rmtree(folder, ignore_errors=True)
