@@ -18,7 +18,8 @@ and after the others, and prints for POST /api/sandboxes/setup,
 DELETE /api/sandboxes and GET /api/tasks/runs: requests per second and
 p50/p99 latency, and their ratios to ping's (the mean of its two runs).
 Targets: setup's throughput at least 0.5 of ping's, its p99 at most 3 times
-ping's.
+ping's. On Linux it also prints the CPU each request cost gunicorn, PostgreSQL
+and Redis, read from /proc around each run (bench/cpu.py).
 
 Then, in this process, Django's query capture counts the queries of one
 request per endpoint (after a first request, which also records when the key
