@@ -8,7 +8,7 @@ from accounts.throttling import ApiKeyRateThrottle, counter_name, counting_windo
 def start_of_a_window(settings, *api_keys):
     """Waits, if need be, until no counting window of these keys closes within the next few seconds.
 
-    A few: 5 seconds, or 60% of a shorter window; time enough for the
+    A few: 2 seconds, or 60% of a shorter window; time enough for the
     requests the test makes next to count in the same window.
     """
     while True:
@@ -16,7 +16,7 @@ def start_of_a_window(settings, *api_keys):
         closing_soon = [
             window.closes_at
             for window, period in _windows(settings, api_keys, now)
-            if window.closes_at - now < min(5, 0.6 * period)
+            if window.closes_at - now < min(2, 0.6 * period)
         ]
         if not closing_soon:
             return
