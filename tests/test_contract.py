@@ -1,4 +1,4 @@
-"""The API keeps the published contract (../shared/spec/contract.yaml).
+"""The API keeps the published contract (docs/api/contract.yaml, in this repository).
 
 Two halves:
 
@@ -32,14 +32,14 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from sandboxes.models import Snapshot
 
-CONTRACT_PATH = Path(__file__).resolve().parents[2] / "shared" / "spec" / "contract.yaml"
+CONTRACT_PATH = Path(__file__).resolve().parents[1] / "docs" / "api" / "contract.yaml"
 METHODS = ("get", "put", "post", "delete", "patch", "options", "head")
 JSON = "application/json"
 
 
 @pytest.fixture(scope="module")
 def contract() -> dict:
-    assert CONTRACT_PATH.is_file(), f"the published contract is not at {CONTRACT_PATH} (../shared beside the repo)"
+    assert CONTRACT_PATH.is_file(), f"the published contract is not at {CONTRACT_PATH}"
     return yaml.safe_load(CONTRACT_PATH.read_text())
 
 
