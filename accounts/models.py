@@ -65,6 +65,8 @@ class AuditEvent(models.Model):
         SETUP_REQUESTED = "setup.requested", "Setup requested"
         SANDBOX_DELETED = "sandbox.deleted", "Sandbox deleted"
         SANDBOX_REVOKED = "sandbox.revoked", "Sandbox revoked by staff"
+        # A delete or revoke that found no snapshot row and no repository: nothing was deleted.
+        NOTHING_TO_DELETE = "sandbox.nothing_to_delete", "Delete found no sandbox"
         KEY_CREATED = "key.created", "API key created"
         KEY_REVOKED = "key.revoked", "API key revoked"
         RUN_COMPLETED = "run.completed", "Setup run completed"
@@ -72,6 +74,19 @@ class AuditEvent(models.Model):
         RUN_CANCELED = "run.canceled", "Setup run canceled"
         CLEANUP = "cleanup.finished", "Cleanup finished"
         RECONCILE = "reconcile.finished", "Reconcile finished"
+        RECONCILE_FIXED = "reconcile.fixed", "Reconcile fixed an item"
+        RECONCILE_FIX_FAILED = "reconcile.fix_failed", "Reconcile fix failed"
+        # Changes to who may act on what (accounts/access_changes.py).
+        ORG_CREATED = "org.created", "Organization created"
+        ORG_CHANGED = "org.changed", "Organization changed"
+        ORG_DELETED = "org.deleted", "Organization deleted"
+        MEMBER_ADDED = "membership.added", "Member added"
+        MEMBER_CHANGED = "membership.changed", "Membership changed"
+        MEMBER_REMOVED = "membership.removed", "Member removed"
+        ACCOUNT_ACTIVE_CHANGED = "account.active_changed", "Account activated or deactivated"
+        USER_CREATED = "user.created", "Admin user created"
+        USER_CHANGED = "user.changed", "Admin user's staff flags changed"
+        USER_DELETED = "user.deleted", "Admin user deleted"
 
     class Outcome(models.TextChoices):
         SUCCESS = "success", "Success"

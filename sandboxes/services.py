@@ -216,6 +216,11 @@ class SandboxDeletion:
     def ok(self) -> bool:
         return not self.error
 
+    @property
+    def deleted_anything(self) -> bool:
+        """False where the account had no Snapshot row (or a concurrent delete took it) and no repository."""
+        return self.snapshot is not None or bool(self.repositories)
+
 
 class _ProvidersPerThread(threading.local):
     """One git host and one backend per thread of a deletion, not one per account.
@@ -327,7 +332,7 @@ def _record_deletions(deletions: list[SandboxDeletion], snapshots: dict, actor: 
                         deletion.snapshot = snapshots[deletion.account_id]
         audit_record_many(
             audit_event(
-                action=action,
+                action=action if deletion.error or deletion.deleted_anything else Action.NOTHING_TO_DELETE,
                 actor=actor,
                 account=deletion.account_id,
                 outcome=Outcome.SUCCESS if deletion.ok else Outcome.FAILURE,
@@ -340,6 +345,8 @@ def _record_deletions(deletions: list[SandboxDeletion], snapshots: dict, actor: 
 def _deletion_detail(deletion: SandboxDeletion) -> str:
     if deletion.error:
         return deletion.error
+    if not deletion.deleted_anything:
+        return "No snapshot and no repository to delete"
     parts = [f"snapshot {deletion.snapshot.snapshot_id}" if deletion.snapshot else "no snapshot"]
     if deletion.repositories:
         parts.append("repositories " + ", ".join(deletion.repositories))

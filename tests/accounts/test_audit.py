@@ -169,6 +169,22 @@ def test_a_failing_delete_records_the_failure_and_removes_nothing(people, api, r
     assert moved.is_dir()
 
 
+def test_a_delete_that_found_nothing_is_recorded_as_nothing_to_delete(people, api, client):
+    response = api.delete(people.alice.key)
+
+    assert (response.status_code, response.json()["deleted_snapshot"]) == (200, None)
+    event = only_event(Action.NOTHING_TO_DELETE)
+    assert (event.outcome, event.account_ref) == (Outcome.SUCCESS, people.alice.account.pk)
+    assert event.detail == "No snapshot and no repository to delete"
+    assert not AuditEvent.objects.filter(action__in=[Action.SANDBOX_DELETED, Action.SANDBOX_REVOKED]).exists()
+
+    operator(client)
+    page = client.get("/admin/accounts/auditevent/").content.decode()
+    listed = page.split('id="result_list"')[1].split("</table>")[0]
+    assert "Delete found no sandbox" in listed
+    assert "Sandbox deleted" not in listed
+
+
 # --- the worker -------------------------------------------------------------------------------------
 
 
