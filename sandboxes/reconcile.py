@@ -216,8 +216,9 @@ class _Reconciler:
             detail = f"{FindingKind.FIXES[finding.kind].capitalize()}: {what}"
             if finding.error:
                 detail = f"Could not fix {what}: {finding.error}"
+            # Each fix has its own action, apart from the run's summary (RECONCILE).
             event = audit_event(
-                action=AuditEvent.Action.RECONCILE,
+                action=AuditEvent.Action.RECONCILE_FIX_FAILED if finding.error else AuditEvent.Action.RECONCILE_FIXED,
                 actor=self.actor,
                 account=uuid.UUID(finding.account_id) if finding.account_id else None,
                 outcome=AuditEvent.Outcome.FAILURE if finding.error else AuditEvent.Outcome.SUCCESS,
@@ -435,7 +436,7 @@ def sandboxes_reconcile(
     time_budget: float | None = None,
     on_progress: Callable[[ReconcileReport], None] | None = None,
 ) -> ReconcileReport:
-    """Find what is out of step; with `fix`, fix it and record a RECONCILE event per fix and one summary."""
+    """Find what is out of step; with `fix`, fix it, record an event per fix made or failed and one summary."""
     reconciler = _Reconciler(fix=fix, actor=actor, batch_size=batch_size, concurrency=concurrency,
                              time_budget=time_budget, on_progress=on_progress)
     report = reconciler.run()

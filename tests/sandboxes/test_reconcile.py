@@ -192,12 +192,14 @@ def test_fix_repairs_every_kind_records_it_and_a_second_run_finds_nothing(people
     assert sandbox_is_intact(healthy)
     assert "fixed 6, failed 0" in out
 
-    events = AuditEvent.objects.filter(action=AuditEvent.Action.RECONCILE, actor="reconcile_sandboxes")
-    assert events.filter(account_ref=people.alice.account.pk, detail__startswith="Deleted: orphan repository").exists()
-    assert events.filter(detail__startswith=f"Deleted: orphan snapshot {orphan_snapshot}").exists()
-    assert events.filter(account_ref=people.bob.account.pk, detail__startswith="Row deleted").exists()
-    assert events.filter(account_ref=people.dave.account.pk, detail__startswith="Repository cleared").exists()
-    summary = events.get(detail__startswith="Reconcile:")
+    fixes = AuditEvent.objects.filter(action=AuditEvent.Action.RECONCILE_FIXED, actor="reconcile_sandboxes")
+    assert fixes.filter(account_ref=people.alice.account.pk, detail__startswith="Deleted: orphan repository").exists()
+    assert fixes.filter(detail__startswith=f"Deleted: orphan snapshot {orphan_snapshot}").exists()
+    assert fixes.filter(account_ref=people.bob.account.pk, detail__startswith="Row deleted").exists()
+    assert fixes.filter(account_ref=people.dave.account.pk, detail__startswith="Repository cleared").exists()
+    assert set(fixes.values_list("outcome", flat=True)) == {AuditEvent.Outcome.SUCCESS}
+    summary = AuditEvent.objects.get(action=AuditEvent.Action.RECONCILE, actor="reconcile_sandboxes")
+    assert summary.detail.startswith("Reconcile:")
     assert summary.outcome == AuditEvent.Outcome.SUCCESS
     assert AuditEvent.objects.filter(action=AuditEvent.Action.RUN_FAILED, run_id=stale.pk).exists()
 
@@ -222,8 +224,14 @@ def test_a_fix_that_fails_is_reported_the_rest_goes_on_and_the_exit_status_is_no
     assert f"  {stuck.name[:-4]}: account {people.bob.account.pk} has no snapshot  FAILED: Could not delete" in (
         out.getvalue()
     )
-    failure = AuditEvent.objects.get(account_ref=people.bob.account.pk, action=AuditEvent.Action.RECONCILE)
-    assert failure.outcome == AuditEvent.Outcome.FAILURE
+    # The failed fix has its own action, apart from the run's summary and the fix that worked.
+    failure = AuditEvent.objects.get(action=AuditEvent.Action.RECONCILE_FIX_FAILED)
+    assert (failure.account_ref, failure.outcome) == (people.bob.account.pk, AuditEvent.Outcome.FAILURE)
+    assert failure.detail.startswith(f"Could not fix orphan repository {stuck.name[:-4]}")
+    fixed = AuditEvent.objects.get(action=AuditEvent.Action.RECONCILE_FIXED)
+    assert (fixed.account_ref, fixed.outcome) == (people.alice.account.pk, AuditEvent.Outcome.SUCCESS)
+    summary = AuditEvent.objects.get(action=AuditEvent.Action.RECONCILE)
+    assert (summary.account_ref, summary.outcome) == (None, AuditEvent.Outcome.FAILURE)
 
 
 def test_a_git_host_that_cannot_be_listed_stops_the_run_and_changes_nothing(people, github_host):

@@ -93,6 +93,7 @@ def test_the_weekly_task_fixes_what_is_out_of_step_and_records_it(people):
 
     assert not repository_path(people.alice.account).exists()
     assert "1 orphan repositories" in summary and "fixed 1, failed 0" in summary
-    events = AuditEvent.objects.filter(action=AuditEvent.Action.RECONCILE, actor="scheduled reconcile")
-    assert events.filter(detail=summary).exists()
-    assert events.filter(account_ref=people.alice.account.pk, outcome=AuditEvent.Outcome.SUCCESS).exists()
+    events = AuditEvent.objects.filter(actor="scheduled reconcile")
+    assert events.filter(action=AuditEvent.Action.RECONCILE, detail=summary).exists()
+    assert events.filter(action=AuditEvent.Action.RECONCILE_FIXED, account_ref=people.alice.account.pk,
+                         outcome=AuditEvent.Outcome.SUCCESS).exists()
