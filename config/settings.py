@@ -131,6 +131,10 @@ SETUP_RUN_TIMEOUT = env.integer("SETUP_RUN_TIMEOUT", 300, minimum=10)
 SETUP_RUN_GRACE = env.integer("SETUP_RUN_GRACE", 60, minimum=0)
 SETUP_RUN_STALE_AFTER = SETUP_RUN_TIMEOUT + SETUP_RUN_GRACE
 
+# The weekly scheduled reconcile only reports unless this is on; read by the
+# task each time it runs (sandboxes/tasks.py), never stored in the schedule.
+RECONCILE_AUTOFIX = env.flag("RECONCILE_AUTOFIX", default=False)
+
 # --- Queue (django-q2) ----------------------------------------------------------
 REDIS_URL = env.text("REDIS_URL")
 Q_CLUSTER = {

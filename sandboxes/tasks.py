@@ -41,10 +41,16 @@ def cleanup_expired_sandboxes() -> str:
     return report.summary
 
 
-def reconcile_sandboxes(fix: bool = True) -> str:
-    """Weekly: reconcile the database, the git host and the backend; the fixes go to the audit trail."""
+def reconcile_sandboxes() -> str:
+    """Weekly: reconcile the database, the git host and the backend.
+
+    Reports only (the summary is the task's result) unless RECONCILE_AUTOFIX
+    is on, read here when the task runs; then the fixes and the summary go to
+    the audit trail. The schedule stores no arguments, so no stored `fix`
+    can outlive a change of the setting.
+    """
     report = sandboxes_reconcile(
-        fix=fix,
+        fix=settings.RECONCILE_AUTOFIX,
         actor=Actor.command("scheduled reconcile"),
         batch_size=SCHEDULED_BATCH_SIZE,
         time_budget=settings.SETUP_RUN_TIMEOUT / 2,

@@ -223,6 +223,13 @@ def test_queue_name_names_the_cluster(base_env):
     assert cluster["name"] == "sandboxes-eu"
 
 
+def test_the_scheduled_reconcile_fixes_only_when_reconcile_autofix_is_set(base_env):
+    env = {name: value for name, value in {**base_env, **PRODUCTION}.items() if name != "RECONCILE_AUTOFIX"}
+    assert read_settings(env, "RECONCILE_AUTOFIX") == {"RECONCILE_AUTOFIX": False}
+    assert read_settings(env, "RECONCILE_AUTOFIX", RECONCILE_AUTOFIX="1") == {"RECONCILE_AUTOFIX": True}
+    assert_stops_with_one_line(check(env, RECONCILE_AUTOFIX="sometimes"), "RECONCILE_AUTOFIX")
+
+
 def test_storage_folders_default_to_var_dir(base_env, tmp_path):
     values = read_settings({**base_env, **PRODUCTION}, "SANDBOX_ROOT", "GIT_ROOT", "STATIC_ROOT")
     var = tmp_path / "var"
