@@ -18,6 +18,7 @@ from django.views.decorators.debug import sensitive_variables
 from accounts.audit import Actor
 from accounts.models import Account, ApiKey, AuditEvent
 from accounts.services import api_key_create, api_keys_revoke
+from config.admin_audit import AuditedAdminMixin
 from config.admin_links import admin_change_url
 from config.admin_readonly import ReadOnlyAdminMixin
 from orgs.models import Membership
@@ -67,7 +68,7 @@ def key_status(key: ApiKey) -> str:
 
 
 @admin.register(Account)
-class AccountAdmin(admin.ModelAdmin):
+class AccountAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ["name", "email", "id", "organizations", "sandbox", "last_run_status", "is_active", "created_at"]
     list_filter = ["is_active", "memberships__organization"]
     search_fields = ["id", "name", "email"]

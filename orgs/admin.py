@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.db.models import Count
 
+from config.admin_audit import AuditedAdminMixin
 from orgs.models import Membership, Organization
 
 
@@ -14,7 +15,7 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
+class OrganizationAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ["name", "slug", "id", "is_staff", "members", "created_at"]
     list_filter = ["is_staff"]
     search_fields = ["id", "name", "slug"]
@@ -30,7 +31,7 @@ class OrganizationAdmin(admin.ModelAdmin):
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ["account", "organization", "role", "created_at"]
     list_filter = ["role", "organization"]
     search_fields = ["account__email", "account__name", "organization__name"]

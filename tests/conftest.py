@@ -24,6 +24,8 @@ from orgs.services import membership_set, organization_create
 from sandboxes.models import SetupRun
 from sandboxes.tasks import run_setup
 
+TESTS = Actor.command("tests")
+
 requires_postgres = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="needs PostgreSQL: set DATABASE_URL=postgres://…"
 )
@@ -47,7 +49,7 @@ class Person:
 def make_person(name: str, *, organization: Organization | None = None, role: str | None = None) -> Person:
     account = account_create(name=name.title(), email=f"{name}@example.com")
     if organization is not None:
-        membership_set(organization=organization, account=account, role=role or Membership.Role.MEMBER)
+        membership_set(organization=organization, account=account, role=role or Membership.Role.MEMBER, actor=TESTS)
     api_key, raw = api_key_create(actor=Actor.command("tests"), account=account, name=f"{name}'s key")
     return Person(account=account, key=raw, api_key=api_key)
 
@@ -71,12 +73,12 @@ class People:
 
 @pytest.fixture
 def people(db) -> People:
-    acme = organization_create(name="Acme")
-    globex = organization_create(name="Globex")
-    evil = organization_create(name="Evil Corp")
-    staff_org = organization_create(name="Staff", is_staff=True)
+    acme = organization_create(name="Acme", actor=TESTS)
+    globex = organization_create(name="Globex", actor=TESTS)
+    evil = organization_create(name="Evil Corp", actor=TESTS)
+    staff_org = organization_create(name="Staff", is_staff=True, actor=TESTS)
     dave = make_person("dave", organization=acme)
-    membership_set(organization=globex, account=dave.account, role=Membership.Role.MEMBER)
+    membership_set(organization=globex, account=dave.account, role=Membership.Role.MEMBER, actor=TESTS)
     return People(
         acme=acme,
         globex=globex,

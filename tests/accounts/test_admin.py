@@ -364,7 +364,8 @@ def test_the_audit_trail_filters_by_action_actor_and_account(admin_client, peopl
         ("setup.requested", people.bob.account.pk)
     }
     assert listed(account_ref=str(people.carol.account.pk)) == {
-        ("key.created", people.carol.account.pk), ("key.revoked", people.carol.account.pk)
+        ("membership.added", people.carol.account.pk),
+        ("key.created", people.carol.account.pk), ("key.revoked", people.carol.account.pk),
     }
     filters = [spec.title for spec in admin_client.get(EVENTS).context["cl"].filter_specs]
     assert {"action", "actor", "account"} <= set(filters)

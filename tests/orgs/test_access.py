@@ -32,6 +32,7 @@ from orgs.access import ACCESS_DENIED_MESSAGE, may_act_on_account, reachable_acc
 from orgs.models import Membership
 from orgs.services import membership_set
 from sandboxes.models import SetupRun, Snapshot
+from tests.conftest import TESTS
 
 ACCESS_DENIED = {"status": "error", "error": ACCESS_DENIED_MESSAGE}
 NOBODY = "nobody"  # an account id that does not exist
@@ -396,7 +397,7 @@ def test_an_unknown_account_id_is_refused_exactly_like_an_unreachable_one(people
 def alice_in_globex(people):
     """Alice, owner of Acme, also joins Globex as a plain member and gets a Globex key."""
     membership_set(
-        organization=people.globex, account=people.alice.account, role=Membership.Role.MEMBER
+        organization=people.globex, account=people.alice.account, role=Membership.Role.MEMBER, actor=TESTS
     )
     return people.organization_key(people.alice, people.globex)
 
@@ -432,14 +433,14 @@ def test_the_personal_key_of_the_same_owner_still_reaches_her_own_organization(
 
 def test_owner_demoted_to_member_can_no_longer_act_on_members(people, api):
     membership_set(
-        organization=people.acme, account=people.alice.account, role=Membership.Role.MEMBER
+        organization=people.acme, account=people.alice.account, role=Membership.Role.MEMBER, actor=TESTS
     )
 
     assert_access_denied(api.setup(people.alice.key, {"account_id": str(people.bob.account.pk)}))
 
 
 def test_member_promoted_to_admin_may_act_on_members(people, api):
-    membership_set(organization=people.acme, account=people.bob.account, role=Membership.Role.ADMIN)
+    membership_set(organization=people.acme, account=people.bob.account, role=Membership.Role.ADMIN, actor=TESTS)
 
     assert api.setup(people.bob.key, {"account_id": str(people.dave.account.pk)}).status_code == 200
 

@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from accounts.audit import Actor
 from accounts.selectors import account_by_id
 from orgs.models import Membership
 from orgs.selectors import organization_by_id_or_slug
@@ -21,5 +22,5 @@ class Command(BaseCommand):
         member = account_by_id(account)
         if member is None:
             raise CommandError(f"No account with id {account!r}")
-        membership_set(organization=organization, account=member, role=role)
+        membership_set(organization=organization, account=member, role=role, actor=Actor.command("add_member"))
         self.stdout.write(f"{member.email} is {role} of {organization.slug}")

@@ -1,6 +1,7 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from accounts.audit import Actor
 from orgs.services import organization_create
 
 
@@ -14,7 +15,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, name, slug, staff, **options):
         try:
-            organization = organization_create(name=name, slug=slug, is_staff=staff)
+            organization = organization_create(name=name, slug=slug, is_staff=staff, actor=Actor.command("create_org"))
         except ValidationError as exc:
             raise CommandError("; ".join(f"{field}: {' '.join(errors)}" for field, errors in exc.message_dict.items()))
         self.stdout.write(str(organization.pk))
