@@ -22,6 +22,7 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from accounts.models import AuditEvent
+from accounts.services import account_create
 from config.admin_links import admin_change_url
 from orgs.models import Membership, Organization
 from orgs.services import membership_set
@@ -215,6 +216,20 @@ def test_deactivating_and_reactivating_an_account_in_the_admin_is_recorded(admin
          "Account bob@example.com: active: yes → no"),
         (Action.ACCOUNT_ACTIVE_CHANGED, "staff user admin", people.bob.account.pk,
          "Account bob@example.com: active: no → yes"),
+    ]
+
+
+def test_deleting_an_account_in_the_admin_records_the_memberships_it_took_away(admin_client, people, trail):
+    erin = account_create(name="Erin", email="erin@example.com")
+    membership_set(organization=people.acme, account=erin, role=Membership.Role.ADMIN, actor=TESTS)
+    start = len(trail())
+
+    response = admin_client.post(reverse("admin:accounts_account_delete", args=[erin.pk]), {"post": "yes"})
+
+    assert response.status_code == 302
+    assert summary(trail()[start:]) == [
+        (Action.MEMBER_REMOVED, "staff user admin", erin.pk,
+         "erin@example.com in acme: account Erin <erin@example.com>, organization Acme, role admin (account deleted)"),
     ]
 
 
