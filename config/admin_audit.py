@@ -4,8 +4,12 @@ Django's admin saves a form's row itself (save_model, save_formset for the
 inlines, delete_model, delete_queryset for "Delete selected"); this mixin
 wraps those hooks so that each change of a model listed in
 accounts/access_changes.py is recorded with the staff user who made it, in the
-admin's own transaction. Add it first among a ModelAdmin's bases.
+transaction of the change (the admin's own where it opens one; "Delete
+selected" does not, so each hook opens its own). Add it first among a
+ModelAdmin's bases.
 """
+
+from django.db import transaction
 
 from accounts.access_changes import (
     access_changes_record,
@@ -18,19 +22,23 @@ from accounts.audit import Actor
 
 
 class AuditedAdminMixin:
+    @transaction.atomic
     def save_model(self, request, obj, form, change):
         before = access_state(obj) if change else None
         super().save_model(request, obj, form, change)
         access_changes_record(actor=Actor.from_admin_request(request), changes=[(before, obj)])
 
+    @transaction.atomic
     def delete_model(self, request, obj):
         access_deletes_record(actor=Actor.from_admin_request(request), rows=[obj])
         super().delete_model(request, obj)
 
+    @transaction.atomic
     def delete_queryset(self, request, queryset):
         access_deletes_record(actor=Actor.from_admin_request(request), rows=list(queryset))
         super().delete_queryset(request, queryset)
 
+    @transaction.atomic
     def save_formset(self, request, form, formset, change):
         if not is_tracked(formset.model):
             super().save_formset(request, form, formset, change)
