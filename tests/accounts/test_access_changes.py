@@ -191,6 +191,16 @@ def test_delete_selected_organizations_records_each(admin_client, people, trail)
     )
 
 
+def test_organizations_are_not_deleted_when_their_events_cannot_be_written(admin_client, people):
+    with audit_trail_refusing_writes(), pytest.raises(Exception, match="refuses writes"):
+        admin_client.post("/admin/orgs/organization/", {
+            "action": "delete_selected", "_selected_action": [people.evil.pk], "post": "yes",
+        })
+
+    assert Organization.objects.filter(pk=people.evil.pk).exists()
+    assert Membership.objects.filter(organization=people.evil).exists()
+
+
 def test_a_role_changed_on_the_membership_page_is_recorded(admin_client, people, trail):
     membership = Membership.objects.get(organization=people.acme, account=people.dave.account)
 
