@@ -105,6 +105,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# Dates and times on the admin's pages: to the second, with the time zone (config/timefmt.py).
+FORMAT_MODULE_PATH = ["config.formats"]
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 # WhiteNoise serves the admin's and the API docs' assets (Swagger UI comes from

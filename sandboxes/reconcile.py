@@ -38,6 +38,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.audit import Actor, audit_event, audit_record, audit_record_many
+from config.timefmt import format_moment
 from accounts.models import Account, AuditEvent
 from sandboxes.models import SetupRun, Snapshot
 from sandboxes.providers import get_git_host, get_sandbox_backend
@@ -240,7 +241,7 @@ class _Reconciler:
                 kind=FindingKind.STALE_RUN,
                 subject=run_id,
                 account_id=str(account_id),
-                reason=f"executing since {started_at.isoformat()}, past the timeout",
+                reason=f"executing since {format_moment(started_at)}, past the timeout",
             )
             for run_id, account_id, started_at in stale
         ]
