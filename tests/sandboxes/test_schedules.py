@@ -5,18 +5,31 @@ What is tested:
   migration run twice, or over a schedule an operator changed) leaves one of
   each, with the right function and interval;
 - the tasks do the work through the services and leave their results in the
-  audit trail.
+  audit trail;
+- on the queue's pages, tasks are named after what they do ("sweep stale
+  runs", "setup-sandbox run_…"), and the every-minute sweep leaves no
+  successful task behind (what it failed is in the audit trail; a sweep that
+  fails is kept).
 """
 
 import importlib
+import pydoc
+from datetime import timedelta
 
 import pytest
 from django.apps import apps
-from django_q.models import Schedule
+from django.utils import timezone
+from django_q.brokers import get_broker
+from django_q.models import Schedule, Task
+from django_q.monitor import save_task
+from django_q.scheduler import scheduler
+from django_q.signing import SignedPackage
 
+from accounts.audit import Actor
 from accounts.models import AuditEvent
 from sandboxes import tasks
-from sandboxes.models import Snapshot
+from sandboxes.models import SetupRun, Snapshot
+from sandboxes.services import setup_run_start
 from tests.sandboxes.seeded_sandboxes import (
     FRESH,
     make_repository,
@@ -96,3 +109,69 @@ def test_the_weekly_task_fixes_what_is_out_of_step_and_records_it(people):
     events = AuditEvent.objects.filter(action=AuditEvent.Action.RECONCILE, actor="scheduled reconcile")
     assert events.filter(detail=summary).exists()
     assert events.filter(account_ref=people.alice.account.pk, outcome=AuditEvent.Outcome.SUCCESS).exists()
+
+
+# --- what the scheduled tasks leave on the queue's pages --------------------------------------
+
+
+def run_schedules_as_a_cluster_would(broker) -> list[dict]:
+    """django-q2's own scheduler queues every due schedule's task; each is run and its result saved
+    as a worker and the monitor do (django_q/worker.py, django_q/monitor.py save_task)."""
+    Schedule.objects.filter(name__in=TASK_NAMES).update(next_run=timezone.now() - timedelta(minutes=1))
+    scheduler(broker=broker)
+    ran = []
+    while queued := broker.dequeue():
+        for ack_id, payload in queued:
+            task = SignedPackage.loads(payload)
+            task["result"] = pydoc.locate(task["func"])(*task["args"], **task["kwargs"])
+            task.update(success=True, stopped=timezone.now(), ack_id=ack_id)
+            save_task(task, broker)
+            ran.append(task)
+    return ran
+
+
+TASK_NAMES = {
+    "sandboxes: fail stale setup runs": "sweep stale runs",
+    migration.CLEANUP_NAME: "delete expired sandboxes",
+    migration.RECONCILE_NAME: "reconcile database, git host and backend",
+}
+
+
+def test_scheduled_tasks_are_named_after_what_they_do_and_a_successful_sweep_is_not_kept(people):
+    broker = get_broker()
+    broker.purge_queue()
+
+    ran = run_schedules_as_a_cluster_would(broker)
+
+    assert sorted(task["name"] for task in ran) == sorted(TASK_NAMES.values())
+    kept = set(Task.objects.values_list("name", flat=True))
+    assert kept == {"delete expired sandboxes", "reconcile database, git host and backend"}
+
+
+def test_a_sweep_that_fails_runs_records_each_in_the_audit_trail_and_a_failed_sweep_is_kept(people, settings):
+    broker = get_broker()
+    broker.purge_queue()
+    stale = SetupRun.objects.create(
+        account=people.alice.account, status=SetupRun.Status.EXECUTING,
+        started_at=timezone.now() - timedelta(seconds=settings.SETUP_RUN_STALE_AFTER + 5),
+    )
+
+    ran = run_schedules_as_a_cluster_would(broker)
+
+    assert AuditEvent.objects.filter(action=AuditEvent.Action.RUN_FAILED, run_id=stale.pk, actor="worker").exists()
+    [sweep] = [task for task in ran if task["name"] == "sweep stale runs"]
+    assert sweep["result"] == 1 and not Task.objects.filter(name="sweep stale runs").exists()
+    # The same sweep, had it raised: django-q2 keeps every failed task.
+    save_task({**sweep, "success": False, "result": "Traceback …"}, broker)
+    assert Task.objects.filter(name="sweep stale runs", success=False).count() == 1
+
+
+def test_a_setup_task_is_named_after_its_run(people, django_capture_on_commit_callbacks):
+    broker = get_broker()
+    broker.purge_queue()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        run = setup_run_start(account=people.alice.account, actor=Actor.command("tests"))
+
+    [(_ack, payload)] = broker.dequeue()
+    assert SignedPackage.loads(payload)["name"] == f"setup-sandbox {run.pk}"
