@@ -28,7 +28,12 @@ from django.views.decorators.debug import sensitive_variables
 from accounts.audit import Actor
 from accounts.models import Account, ApiKey, AuditEvent
 from accounts.services import accounts_deactivate, api_key_create, api_keys_revoke
-from config.admin_display import ReturnToPageAfterActionMixin, page_to_return_to, state_badge, summary
+from config.admin_display import (
+    ReturnToPageAfterActionMixin,
+    page_to_return_to,
+    state_badge,
+    summary,
+)
 from config.admin_links import admin_change_url
 from config.admin_readonly import ReadOnlyAdminMixin
 from config.timefmt import format_moment

@@ -38,8 +38,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.audit import Actor, audit_event, audit_record, audit_record_many
-from config.timefmt import format_moment
 from accounts.models import Account, AuditEvent
+from config.timefmt import format_moment
 from sandboxes.models import SetupRun, Snapshot
 from sandboxes.providers import get_git_host, get_sandbox_backend
 from sandboxes.providers.base import (

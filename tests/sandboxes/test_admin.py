@@ -87,7 +87,7 @@ def test_the_snapshot_list_shows_account_snapshot_repository_link_and_expiry(
     assert response.status_code == 200
     page = response.content.decode()
     assert str(people.alice.account) in page.replace("&lt;", "<").replace("&gt;", ">")
-    assert f'<td class="field-state"><span class="state state-good">valid</span></td>' in page
+    assert '<td class="field-state"><span class="state state-good">valid</span></td>' in page
     assert f'<td class="field-expires">{format_moment(snapshot.expires_at)}</td>' in page
     # A local repository is a path to clone (a browser opens no file:// link), its name in the list.
     path = snapshot.github_repo.removeprefix("file://")
