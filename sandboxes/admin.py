@@ -8,6 +8,7 @@ deleted or edited here: "Revoke selected sandboxes" deletes the repositories
 and the snapshot with the row, as DELETE /api/sandboxes does.
 """
 
+import re
 from datetime import datetime, timedelta
 
 from django.contrib import admin, messages
@@ -75,6 +76,9 @@ def run_status(status: str | None):
     return state_badge(status.lower(), RUN_TONES.get(status, "neutral"))
 
 
+ACCOUNT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def repository_display(url: str | None, *, short: bool = False):
     """The repository as staff can open it: a link for http(s), the path for a local (file://) one.
 
@@ -86,7 +90,8 @@ def repository_display(url: str | None, *, short: bool = False):
     if not url:
         return "—"
     target = url.removeprefix("file://") if url.startswith("file://") else url
-    text = target.rstrip("/").rsplit("/", 1)[-1] if short else target
+    # The list shows the name, its account id shortened (the account is in its own column).
+    text = ACCOUNT_ID.sub(lambda m: m.group(0)[:8] + "…", target.rstrip("/").rsplit("/", 1)[-1]) if short else target
     if url.startswith(("https://", "http://")):
         return format_html('<a href="{}" rel="noopener noreferrer" target="_blank" title="{}">{}</a>', url, url, text)
     return format_html('<code class="repository-path" title="{}">{}</code>', target, text)

@@ -89,9 +89,11 @@ def test_the_snapshot_list_shows_account_snapshot_repository_link_and_expiry(
     assert str(people.alice.account) in page.replace("&lt;", "<").replace("&gt;", ">")
     assert '<td class="field-state"><span class="state state-good">valid</span></td>' in page
     assert f'<td class="field-expires">{format_moment(snapshot.expires_at)}</td>' in page
-    # A local repository is a path to clone (a browser opens no file:// link), its name in the list.
+    # A local repository is a path to clone (a browser opens no file:// link); the list shows
+    # its name with the account id shortened, the whole path on hover and on the sandbox's page.
     path = snapshot.github_repo.removeprefix("file://")
-    assert f'<code class="repository-path" title="{path}">{Path(path).name}</code>' in page
+    short = f"alice-{str(people.alice.account.pk)[:8]}….git"
+    assert f'<code class="repository-path" title="{path}">{short}</code>' in page
     assert 'href="file:' not in page
     assert offered_actions(response) == SNAPSHOT_ACTIONS
 
@@ -104,8 +106,8 @@ def test_a_github_repository_is_a_link_that_opens_in_a_new_tab(admin_client, peo
     listed = admin_client.get(SNAPSHOTS).content.decode()
     page = admin_client.get(admin_change_url(Snapshot, snapshot.pk)).content.decode()
 
-    name = repository_name(people.alice.account)
-    assert f'<a href="{url}" rel="noopener noreferrer" target="_blank" title="{url}">{name}</a>' in listed
+    short = f"alice-{str(people.alice.account.pk)[:8]}…"
+    assert f'<a href="{url}" rel="noopener noreferrer" target="_blank" title="{url}">{short}</a>' in listed
     assert f'<a href="{url}" rel="noopener noreferrer" target="_blank" title="{url}">{url}</a>' in page
 
 
