@@ -99,10 +99,23 @@ def key_state(key: ApiKey):
     return state_badge(key_status(key), {"active": "good", "revoked": "bad", "expired": "neutral"}[key_status(key)])
 
 
+class AccountStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "is_active__exact"  # the same query as Django's own boolean filter
+
+    def lookups(self, request, model_admin):
+        return [("1", "Active"), ("0", "Inactive")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("0", "1"):
+            return queryset.filter(is_active=self.value() == "1")
+        return queryset
+
+
 @admin.register(Account)
 class AccountAdmin(ReturnToPageAfterActionMixin, admin.ModelAdmin):
     list_display = ["person", "email", "organizations", "sandbox", "expires", "last_run_status"]
-    list_filter = ["is_active", "memberships__organization"]
+    list_filter = [AccountStateFilter, "memberships__organization"]
     search_fields = ["id", "name", "email"]
     fieldsets = [
         (None, {"fields": ["id", "name", "email", "state", "created_at", "audit_trail"]}),
@@ -389,7 +402,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.display(description="status")
     def status(self, key):
-        return key_status(key)
+        return key_state(key)
 
     @sensitive_variables("raw_key")
     def save_model(self, request, obj, form, change):

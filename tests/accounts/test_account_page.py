@@ -181,8 +181,12 @@ def test_run_setup_again_from_the_page_comes_back_to_it(client, people):
 def test_revoke_keys_revokes_the_accounts_keys_only(client, people, api):
     operator(client)
 
-    done = press(client, page_of(client, people.alice.account), "revoke_keys")
+    before = page_of(client, people.alice.account)
+    done = press(client, before, "revoke_keys")
 
+    assert '<span class="state state-good">active</span>' in before.content.decode()  # the key, in words
+    assert done.redirect_chain[-1][0] == admin_change_url(Account, people.alice.account.pk)
+    assert '<span class="state state-bad">revoked</span>' in done.content.decode()
     assert messages_of(done)[0].startswith(f"Revoked 1 key(s) of {people.alice.account}")
     assert api.setup(people.alice.key).status_code == 401
     assert api.setup(people.bob.key).status_code == 200
