@@ -119,10 +119,10 @@ class AccountAdmin(ReturnToPageAfterActionMixin, admin.ModelAdmin):
     search_fields = ["id", "name", "email"]
     fieldsets = [
         (None, {"fields": ["id", "name", "email", "state", "created_at", "audit_trail"]}),
-        ("Sandbox", {"fields": ["sandbox_state", "sandbox_expires", "snapshot_id", "repository"]}),
+        ("Sandbox", {"fields": ["sandbox_state", "expires", "snapshot_id", "repository"]}),
         ("Last setup runs", {"fields": ["last_runs"]}),
     ]
-    readonly_fields = ["id", "state", "created_at", "audit_trail", "sandbox_state", "sandbox_expires", "snapshot_id",
+    readonly_fields = ["id", "state", "created_at", "audit_trail", "sandbox_state", "expires", "snapshot_id",
                        "repository", "last_runs"]
     inlines = [AccountMembershipInline, ApiKeyInline]
     actions = ["run_setup_again", "revoke_keys", "deactivate_accounts"]
@@ -185,11 +185,6 @@ class AccountAdmin(ReturnToPageAfterActionMixin, admin.ModelAdmin):
     @admin.display(description="sandbox")
     def sandbox_state(self, account):
         return sandbox_state(getattr(account, "snapshot", None))
-
-    @admin.display(description="expires at")
-    def sandbox_expires(self, account):
-        snapshot = getattr(account, "snapshot", None)
-        return format_moment(snapshot.expires_at) if snapshot else EMPTY
 
     @admin.display(description="snapshot id")
     def snapshot_id(self, account):

@@ -204,6 +204,7 @@ class SnapshotAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             "subtitle": None,
             "opts": self.opts,
             "plan": plan,
+            "accounts": [item.account for item in plan.sandboxes],
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             "next": page_to_return_to(request),
             "media": self.media,

@@ -1,4 +1,7 @@
-"""Template filters of the sandbox back office: a run's state, failed step and duration, a repository."""
+"""Template filters of the sandbox back office: a run's state, failed step and duration, a repository.
+
+The same functions as the admin's columns (sandboxes/admin.py), so a page and a list show a thing alike.
+"""
 
 from django import template
 
@@ -6,27 +9,8 @@ from sandboxes import admin as sandboxes_admin
 
 register = template.Library()
 
-
-@register.filter
-def run_status(status):
-    return sandboxes_admin.run_status(status)
-
-
-@register.filter
-def failed_step(run):
-    return sandboxes_admin.failed_step(run)
-
-
-@register.filter
-def run_duration(run):
-    return sandboxes_admin.run_duration(run)
-
-
-@register.filter
-def repository(url):
-    return sandboxes_admin.repository_display(url)
-
-
-@register.filter
-def sandbox_state(snapshot):
-    return sandboxes_admin.sandbox_state(snapshot)
+register.filter("run_status", sandboxes_admin.run_status)
+register.filter("failed_step", sandboxes_admin.failed_step)
+register.filter("run_duration", sandboxes_admin.run_duration)
+register.filter("repository", sandboxes_admin.repository_display)
+register.filter("sandbox_state", sandboxes_admin.sandbox_state)

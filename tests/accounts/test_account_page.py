@@ -19,13 +19,13 @@ import re
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 
 from accounts.models import Account, ApiKey, AuditEvent
 from config.admin_links import admin_change_url
 from config.timefmt import format_moment
 from sandboxes.models import SetupRun, Snapshot
-from tests.sandboxes.local_git import make_undeletable
+from tests.sandboxes.local_git import git_root_blocked, make_undeletable
+from tests.sandboxes.test_admin import set_up
 from tests.sandboxes.test_delete import repository_path, snapshot_files
 from tests.staff import VIEW_PERMISSIONS, make_staff, messages_of, operator, viewer
 
@@ -35,23 +35,10 @@ ACCOUNTS = "/admin/accounts/account/"
 SNAPSHOTS = "/admin/sandboxes/snapshot/"
 
 
-def set_up(api, person, run_queued_setups) -> Snapshot:
-    assert api.setup(person.key).status_code == 200
-    [run] = run_queued_setups()
-    assert run.status == SetupRun.Status.COMPLETED, run.error
-    return Snapshot.objects.get(account=person.account)
-
-
 def fail_a_setup(api, person, run_queued_setups) -> SetupRun:
-    """A run that fails at "Creating the repository": the git root is a file."""
-    git_root = Path(settings.GIT_ROOT)
-    assert not git_root.exists()  # before the first setup
-    git_root.write_text("a file where the git root should be")
-    try:
+    with git_root_blocked():
         api.setup(person.key)
         [run] = run_queued_setups()
-    finally:
-        git_root.unlink()
     assert run.status == SetupRun.Status.FAILED
     return run
 

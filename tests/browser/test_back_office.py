@@ -15,10 +15,8 @@ holding only the permissions the task needs:
 Every page visited is written to test-artifacts/browser/<test name>/.
 """
 
-from pathlib import Path
 
 import pytest
-from django.conf import settings
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
@@ -27,6 +25,7 @@ from accounts.audit import Actor
 from accounts.services import account_create, api_key_create
 from config.timefmt import format_moment
 from sandboxes.models import SetupRun, Snapshot
+from tests.sandboxes.local_git import git_root_blocked
 from tests.sandboxes.test_delete import repository_path
 from tests.staff import PASSWORD, make_staff
 
@@ -64,14 +63,9 @@ def set_up(api, key, run_queued_setups) -> SetupRun:
 
 
 def fail_a_setup(api, key, run_queued_setups) -> SetupRun:
-    """A real failure at "Creating the repository": the git root is a file (before any repository exists)."""
-    git_root = Path(settings.GIT_ROOT)
-    assert not git_root.exists()
-    git_root.write_text("a file where the git root should be")
-    try:
+    """A real failure at "Creating the repository"."""
+    with git_root_blocked():
         run = set_up(api, key, run_queued_setups)
-    finally:
-        git_root.unlink()
     assert run.status == SetupRun.Status.FAILED
     return run
 
@@ -135,7 +129,7 @@ def test_staff_find_an_account_read_its_state_and_revoke_its_sandbox(browser, pe
 
     # The state, the expiry and the last failure, on the page.
     assert driver.find_element(By.CSS_SELECTOR, ".field-sandbox_state .readonly").text == "valid"
-    expires = driver.find_element(By.CSS_SELECTOR, ".field-sandbox_expires .readonly").text
+    expires = driver.find_element(By.CSS_SELECTOR, ".field-expires .readonly").text
     assert expires == format_moment(snapshot.expires_at) and expires.endswith(" UTC")
     runs = driver.find_elements(By.CSS_SELECTOR, "#account-runs tr.account-run")
     assert [row.find_elements(By.TAG_NAME, "td")[2].text for row in runs] == ["completed", "failed"]
