@@ -254,3 +254,15 @@ def test_deleting_an_account_with_a_sandbox_explains_to_deactivate_instead(admin
     assert "deactivate" in page.lower() and 'id="deactivate-instead"' in page
     assert "you don’t have permission" not in page.lower() and "doesn't have permission" not in page
     assert "delete_selected" not in admin_client.get(ACCOUNTS).content.decode()
+
+
+def test_the_account_list_shows_and_filters_inactive_accounts_in_words(admin_client, people):
+    Account.objects.filter(pk=people.bob.account.pk).update(is_active=False)
+
+    everyone = admin_client.get(ACCOUNTS)
+    inactive = admin_client.get(ACCOUNTS, {"is_active__exact": "0"})
+
+    assert '<th class="field-person"><a href="' in everyone.content.decode()
+    assert everyone.content.decode().count('<span class="state state-neutral">inactive</span>') == 1
+    assert [account.pk for account in inactive.context["cl"].result_list] == [people.bob.account.pk]
+    assert "icon-no.svg" not in everyone.content.decode()
