@@ -13,16 +13,17 @@ What is tested:
 """
 
 import importlib
-import pydoc
 from datetime import timedelta
 
 import pytest
 from django.apps import apps
 from django.utils import timezone
 from django_q.brokers import get_broker
+from django_q.conf import Conf
 from django_q.models import Schedule, Task
 from django_q.monitor import save_task
 from django_q.scheduler import scheduler
+from django_q.signals import pre_execute
 from django_q.signing import SignedPackage
 
 from accounts.audit import Actor
@@ -114,19 +115,25 @@ def test_the_weekly_task_fixes_what_is_out_of_step_and_records_it(people):
 # --- what the scheduled tasks leave on the queue's pages --------------------------------------
 
 
-def run_schedules_as_a_cluster_would(broker) -> list[dict]:
-    """django-q2's own scheduler queues every due schedule's task; each is run and its result saved
-    as a worker and the monitor do (django_q/worker.py, django_q/monitor.py save_task)."""
-    Schedule.objects.filter(name__in=TASK_NAMES).update(next_run=timezone.now() - timedelta(minutes=1))
-    scheduler(broker=broker)
+def run_schedules_as_a_cluster_would(monkeypatch) -> list[dict]:
+    """django-q2's own scheduler, worker and monitor run every due schedule's task in this process.
+
+    django-q2's `sync` mode does it (its documented setting for tests), and
+    keeps the database connection, the test's transaction with it, open.
+    Returns the task packages as the worker saw them (its pre_execute signal).
+    """
+    monkeypatch.setattr(Conf, "SYNC", True)
     ran = []
-    while queued := broker.dequeue():
-        for ack_id, payload in queued:
-            task = SignedPackage.loads(payload)
-            task["result"] = pydoc.locate(task["func"])(*task["args"], **task["kwargs"])
-            task.update(success=True, stopped=timezone.now(), ack_id=ack_id)
-            save_task(task, broker)
-            ran.append(task)
+
+    def seen(sender, task, **kwargs):
+        ran.append(dict(task))
+
+    pre_execute.connect(seen, dispatch_uid="tests.seen")
+    try:
+        Schedule.objects.filter(name__in=TASK_NAMES).update(next_run=timezone.now() - timedelta(minutes=1))
+        scheduler(broker=get_broker())
+    finally:
+        pre_execute.disconnect(dispatch_uid="tests.seen")
     return ran
 
 
@@ -137,32 +144,30 @@ TASK_NAMES = {
 }
 
 
-def test_scheduled_tasks_are_named_after_what_they_do_and_a_successful_sweep_is_not_kept(people):
-    broker = get_broker()
-    broker.purge_queue()
-
-    ran = run_schedules_as_a_cluster_would(broker)
+def test_scheduled_tasks_are_named_after_what_they_do_and_a_successful_sweep_is_not_kept(people, monkeypatch):
+    ran = run_schedules_as_a_cluster_would(monkeypatch)
 
     assert sorted(task["name"] for task in ran) == sorted(TASK_NAMES.values())
     kept = set(Task.objects.values_list("name", flat=True))
     assert kept == {"delete expired sandboxes", "reconcile database, git host and backend"}
 
 
-def test_a_sweep_that_fails_runs_records_each_in_the_audit_trail_and_a_failed_sweep_is_kept(people, settings):
-    broker = get_broker()
-    broker.purge_queue()
+def test_a_sweep_that_fails_runs_records_each_in_the_audit_trail_and_a_failed_sweep_is_kept(people, settings,
+                                                                                             monkeypatch):
     stale = SetupRun.objects.create(
         account=people.alice.account, status=SetupRun.Status.EXECUTING,
         started_at=timezone.now() - timedelta(seconds=settings.SETUP_RUN_STALE_AFTER + 5),
     )
 
-    ran = run_schedules_as_a_cluster_would(broker)
+    ran = run_schedules_as_a_cluster_would(monkeypatch)
 
     assert AuditEvent.objects.filter(action=AuditEvent.Action.RUN_FAILED, run_id=stale.pk, actor="worker").exists()
     [sweep] = [task for task in ran if task["name"] == "sweep stale runs"]
-    assert sweep["result"] == 1 and not Task.objects.filter(name="sweep stale runs").exists()
+    assert SetupRun.objects.get(pk=stale.pk).status == SetupRun.Status.FAILED
+    assert not Task.objects.filter(name="sweep stale runs").exists()
     # The same sweep, had it raised: django-q2 keeps every failed task.
-    save_task({**sweep, "success": False, "result": "Traceback …"}, broker)
+    failed = {**sweep, "success": False, "result": "Traceback …", "stopped": timezone.now()}
+    save_task(failed, get_broker())
     assert Task.objects.filter(name="sweep stale runs", success=False).count() == 1
 
 
