@@ -201,3 +201,40 @@ def test_staff_without_the_revoke_permission_get_no_button_and_are_refused(brows
     assert driver.find_elements(By.CSS_SELECTOR, "ul.messagelist li.success") == []
     assert Snapshot.objects.filter(account=account).exists()
     assert repository_path(account).is_dir()
+
+
+def test_staff_deactivate_an_account_and_read_it_in_its_audit_trail(browser, people, sandboxes):
+    make_staff("operator", LOOK + ["accounts.deactivate_account", "accounts.view_auditevent"])
+    account = people.alice.account
+    snapshot = Snapshot.objects.get(account=account)
+    driver = browser.driver
+    log_in(browser, "operator")
+
+    browser.visit(f"/admin/accounts/account/{account.pk}/change/")
+    wait_for(browser, "#account-runs")
+    assert [e.get_attribute("id") for e in driver.find_elements(By.CSS_SELECTOR, "form.page-action")] == [
+        "page-action-deactivate_accounts"
+    ]
+    driver.find_element(By.CSS_SELECTOR, "#page-action-deactivate_accounts button").click()
+    wait_for(browser, "#deactivate-keys")
+    browser.snap("deactivate-confirmation")
+    assert [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".revoke-snapshot")] == [snapshot.snapshot_id]
+    assert [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".deactivate-key")] == [
+        f"{people.alice.api_key.prefix}…"
+    ]
+    driver.find_element(By.CSS_SELECTOR, "input[type=submit][value='Yes, deactivate']").click()
+
+    message = wait_for(browser, "ul.messagelist li.success")
+    browser.snap("deactivated")
+    assert message.text.startswith(f"Deactivated {account}: 1 key(s) revoked, deleted snapshot")
+    assert driver.find_element(By.CSS_SELECTOR, ".field-state .readonly").text == "inactive"
+    assert driver.find_element(By.CSS_SELECTOR, ".field-sandbox_state .readonly").text == "no sandbox"
+
+    driver.find_element(By.LINK_TEXT, "Events of this account").click()
+    wait_for(browser, "#result_list")
+    browser.snap("audit-trail")
+    actions = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#result_list td.field-action")]
+    assert {"Account deactivated by staff", "Sandbox revoked by staff", "API key revoked"} <= set(actions)
+    details = driver.find_element(By.ID, "result_list").text
+    assert "Deactivated: marked inactive; 1 key(s) revoked; sandbox revoked" in details
+    assert "staff user operator" in details
