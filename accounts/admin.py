@@ -1,30 +1,59 @@
 """The back office for accounts, API keys and the audit trail.
 
-Actions only call services and report what they did. Revoking a key needs the
-custom permission accounts.revoke_apikey; starting setups needs
-sandboxes.start_setuprun (a staff user without them can look, and is not
-offered the actions). The audit trail is read-only for everyone.
+The account page is the one place for a person: its sandbox (state, expiry,
+repository), its last setup runs, its keys and organizations, and buttons for
+what staff do about it. Each button posts the same action as the list does,
+so it asks the same permission and shows the same confirmation page:
+Revoke sandbox (sandboxes.revoke_snapshot, the sandbox list's action), Run
+setup again (sandboxes.start_setuprun), Revoke keys (accounts.revoke_apikey)
+and Deactivate (accounts.deactivate_account; revokes the sandbox and the keys
+too, after a confirmation page). A staff user without a permission is not
+shown its button, and posting the action anyway changes nothing.
+
+Actions only call services and report what they did. The audit trail is
+read-only for everyone.
 """
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.db.models import OuterRef, Prefetch, Q, Subquery
+from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.views.decorators.debug import sensitive_variables
 
 from accounts.audit import Actor
 from accounts.models import Account, ApiKey, AuditEvent
-from accounts.services import api_key_create, api_keys_revoke
+from accounts.services import accounts_deactivate, api_key_create, api_keys_revoke
 from config.admin_audit import AuditedAdminMixin
+from config.admin_display import (
+    ReturnToPageAfterActionMixin,
+    page_to_return_to,
+    state_badge,
+    summary,
+)
 from config.admin_links import admin_change_url
 from config.admin_readonly import ReadOnlyAdminMixin
+from config.timefmt import format_moment
 from orgs.models import Membership
-from sandboxes.admin import report_setup_starts
+from sandboxes import selectors as sandbox_selectors
+from sandboxes.admin import (
+    failed_step,
+    report_setup_starts,
+    repository_display,
+    revoke_report,
+    run_duration,
+    run_status,
+    sandbox_state,
+)
 from sandboxes.models import SetupRun, Snapshot
+from sandboxes.selectors import setup_runs_recent
 from sandboxes.services import setup_runs_start
+
+LAST_RUNS_SHOWN = 5
 
 EMPTY = "—"
 
@@ -56,7 +85,7 @@ class ApiKeyInline(admin.TabularInline):
 
     @admin.display(description="status")
     def status(self, key):
-        return key_status(key)
+        return key_state(key)
 
 
 def key_status(key: ApiKey) -> str:
@@ -67,14 +96,39 @@ def key_status(key: ApiKey) -> str:
     return "active"
 
 
+def key_state(key: ApiKey):
+    return state_badge(key_status(key), {"active": "good", "revoked": "bad", "expired": "neutral"}[key_status(key)])
+
+
+class AccountStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "is_active__exact"  # the same query as Django's own boolean filter
+
+    def lookups(self, request, model_admin):
+        return [("1", "Active"), ("0", "Inactive")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("0", "1"):
+            return queryset.filter(is_active=self.value() == "1")
+        return queryset
+
+
 @admin.register(Account)
-class AccountAdmin(AuditedAdminMixin, admin.ModelAdmin):
-    list_display = ["name", "email", "id", "organizations", "sandbox", "last_run_status", "is_active", "created_at"]
-    list_filter = ["is_active", "memberships__organization"]
+class AccountAdmin(AuditedAdminMixin, ReturnToPageAfterActionMixin, admin.ModelAdmin):
+    list_display = ["person", "email", "organizations", "sandbox", "expires", "last_run_status"]
+    list_filter = [AccountStateFilter, "memberships__organization"]
     search_fields = ["id", "name", "email"]
-    readonly_fields = ["id", "created_at", "audit_trail"]
+    fieldsets = [
+        (None, {"fields": ["id", "name", "email", "state", "created_at", "audit_trail"]}),
+        ("Sandbox", {"fields": ["sandbox_state", "expires", "snapshot_id", "repository"]}),
+        ("Last setup runs", {"fields": ["last_runs"]}),
+    ]
+    readonly_fields = ["id", "state", "created_at", "audit_trail", "sandbox_state", "expires", "snapshot_id",
+                       "repository", "last_runs"]
     inlines = [AccountMembershipInline, ApiKeyInline]
-    actions = ["run_setup_again"]
+    actions = ["run_setup_again", "revoke_keys", "deactivate_accounts"]
+    change_form_template = "admin/accounts/account/change_form.html"
+    deactivate_confirmation_template = "admin/accounts/account/deactivate_confirmation.html"
 
     def get_queryset(self, request):
         # One query for the page and one for its memberships, however many rows.
@@ -91,39 +145,179 @@ class AccountAdmin(AuditedAdminMixin, admin.ModelAdmin):
             )
         )
 
+    # --- the list ---------------------------------------------------------------------------
+
+    @admin.display(description="name", ordering="name")
+    def person(self, account):
+        if account.is_active:
+            return account.name
+        return format_html("{} {}", account.name, state_badge("inactive", "neutral"))
+
     @admin.display(description="organizations")
     def organizations(self, account):
         return ", ".join(f"{m.organization.name} ({m.role})" for m in account.memberships.all()) or EMPTY
 
-    @admin.display(description="snapshot")
+    @admin.display(description="sandbox", ordering="snapshot__expires_at")
     def sandbox(self, account):
         snapshot = getattr(account, "snapshot", None)
         if snapshot is None:
-            return EMPTY
-        url = admin_change_url(Snapshot, snapshot.pk)
-        state = "expired" if snapshot.is_expired else "expires"
-        return format_html('<a href="{}">{}</a> ({} {})', url, snapshot.snapshot_id, state,
-                           f"{snapshot.expires_at:%Y-%m-%d %H:%M} UTC")
+            return sandbox_state(None)
+        return format_html('<a href="{}" title="{}">{}</a>', admin_change_url(Snapshot, snapshot.pk),
+                           snapshot.snapshot_id, sandbox_state(snapshot))
+
+    @admin.display(description="expires", ordering="snapshot__expires_at")
+    def expires(self, account):
+        snapshot = getattr(account, "snapshot", None)
+        return format_moment(snapshot.expires_at) if snapshot else EMPTY
 
     @admin.display(description="last run", ordering="last_run_status")
     def last_run_status(self, account):
         if not account.last_run_id:
             return EMPTY
         url = admin_change_url(SetupRun, account.last_run_id)
-        return format_html('<a href="{}">{}</a>', url, account.last_run_status)
+        return format_html('<a href="{}">{}</a>', url, run_status(account.last_run_status))
+
+    # --- the account's page -----------------------------------------------------------------
+
+    @admin.display(description="state")
+    def state(self, account):
+        return state_badge("active", "good") if account.is_active else state_badge("inactive", "neutral")
+
+    @admin.display(description="sandbox")
+    def sandbox_state(self, account):
+        return sandbox_state(getattr(account, "snapshot", None))
+
+    @admin.display(description="snapshot id")
+    def snapshot_id(self, account):
+        snapshot = getattr(account, "snapshot", None)
+        if snapshot is None:
+            return EMPTY
+        return format_html('<a href="{}">{}</a>', admin_change_url(Snapshot, snapshot.pk), snapshot.snapshot_id)
+
+    @admin.display(description="repository")
+    def repository(self, account):
+        snapshot = getattr(account, "snapshot", None)
+        return repository_display(snapshot.github_repo) if snapshot else EMPTY
+
+    @admin.display(description="last runs")
+    def last_runs(self, account):
+        runs = setup_runs_recent(account=account, limit=LAST_RUNS_SHOWN) if account.pk else []
+        if not runs:
+            return "No setup run yet."
+        rows = format_html_join(
+            "", '<tr class="account-run"><td><a href="{}" title="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td>'
+            "<td>{}</td><td>{}</td></tr>",
+            ((admin_change_url(SetupRun, run.pk), run.pk, run.pk, format_moment(run.created_at), run_status(run.status),
+              failed_step(run) or EMPTY, run_duration(run), summary(run.error, limit=120) or EMPTY) for run in runs),
+        )
+        return format_html(
+            '<table class="account-runs" id="account-runs"><thead><tr><th>run</th><th>created</th><th>status</th>'
+            "<th>failed step</th><th>duration</th><th>error</th></tr></thead><tbody>{}</tbody></table>", rows
+        )
 
     @admin.display(description="audit trail")
     def audit_trail(self, account):
         url = reverse("admin:accounts_auditevent_changelist") + f"?account_ref={account.pk}"
         return format_html('<a href="{}">Events of this account</a>', url)
 
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        account = self.get_object(request, object_id)
+        tools = self.page_actions(request, account) if account is not None else []
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "page_actions": tools})
+
+    def page_actions(self, request, account) -> list[dict]:
+        """The buttons of the account's page: each posts a list action for this one account, then comes back."""
+        accounts_list = reverse("admin:accounts_account_changelist")
+        has_sandbox = Snapshot.objects.filter(account=account).exists()
+        has_keys = ApiKey.objects.filter(account=account, revoked_at__isnull=True).exists()
+        offered = [
+            ("revoke_selected_sandboxes", "Revoke sandbox", reverse("admin:sandboxes_snapshot_changelist"),
+             has_sandbox and request.user.has_perm("sandboxes.revoke_snapshot"), True),
+            ("run_setup_again", "Run setup again", accounts_list,
+             account.is_active and self.has_start_setup_permission(request), False),
+            ("revoke_keys", "Revoke keys", accounts_list, has_keys and self.has_revoke_keys_permission(request), True),
+            ("deactivate_accounts", "Deactivate", accounts_list,
+             account.is_active and self.has_deactivate_permission(request), True),
+        ]
+        return [
+            {"action": action, "label": label, "url": url, "danger": danger, "pk": account.pk,
+             "next": request.get_full_path()}
+            for action, label, url, allowed, danger in offered if allowed
+        ]
+
+    def get_actions(self, request):
+        # No bulk delete: accounts are deactivated (an account's own delete page explains why).
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def render_delete_form(self, request, context):
+        # Refused when the account has a sandbox, keys or runs (their admins
+        # allow no delete): the page offers Deactivate instead.
+        account = context.get("object")
+        if account is not None and account.is_active and self.has_deactivate_permission(request):
+            context["deactivate"] = {"pk": account.pk, "next": admin_change_url(Account, account.pk)}
+        return super().render_delete_form(request, context)
+
+    # --- actions ----------------------------------------------------------------------------
+
     def has_start_setup_permission(self, request):
         return request.user.has_perm("sandboxes.start_setuprun")
+
+    def has_revoke_keys_permission(self, request):
+        return request.user.has_perm("accounts.revoke_apikey")
+
+    def has_deactivate_permission(self, request):
+        return request.user.has_perm("accounts.deactivate_account")
 
     @admin.action(description="Run setup again", permissions=["start_setup"])
     def run_setup_again(self, request, queryset):
         starts = setup_runs_start(accounts=list(queryset), actor=Actor.from_admin_request(request))
         report_setup_starts(self, request, starts)
+
+    @admin.action(description="Revoke the API keys of selected accounts", permissions=["revoke_keys"])
+    def revoke_keys(self, request, queryset):
+        revoked = api_keys_revoke(keys=ApiKey.objects.filter(account__in=queryset),
+                                  actor=Actor.from_admin_request(request))
+        names = ", ".join(str(account) for account in queryset)
+        if revoked:
+            self.message_user(request, f"Revoked {revoked} key(s) of {names}; they are refused from their next "
+                              "request on.", messages.SUCCESS)
+        else:
+            self.message_user(request, f"{names} had no key left to revoke.", messages.INFO)
+
+    @admin.action(description="Deactivate selected accounts (revokes their sandbox and API keys)",
+                  permissions=["deactivate"])
+    def deactivate_accounts(self, request, queryset):
+        """First a page listing what goes (the same plan as "Revoke sandboxes"); once confirmed, the deactivation."""
+        accounts = sorted(queryset, key=lambda a: (a.name, a.email))
+        if request.POST.get("post") == "yes":
+            results = accounts_deactivate(accounts=accounts, actor=Actor.from_admin_request(request))
+            for result in results:
+                keys = f"{result.keys_revoked} key(s) revoked"
+                if result.sandbox.ok:
+                    self.message_user(request, f"Deactivated {result.account}: {keys}, "
+                                      f"{revoke_report(result.sandbox)}.", messages.SUCCESS)
+                else:
+                    self.message_user(request, f"Deactivated {result.account} ({keys}), but could not revoke its "
+                                      f"sandbox: {result.sandbox.error}. Revoke the sandbox again once the cause "
+                                      "is fixed.", messages.ERROR)
+            return HttpResponseRedirect(page_to_return_to(request) or request.get_full_path())
+        keys = ApiKey.objects.filter(account__in=accounts, revoked_at__isnull=True).order_by("account__name", "prefix")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Deactivate accounts",
+            "subtitle": None,
+            "opts": self.opts,
+            "accounts": accounts,
+            "plan": sandbox_selectors.sandboxes_deletion_plan(accounts=accounts),
+            "keys": list(keys.select_related("account")),
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "next": page_to_return_to(request),
+            "media": self.media,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, self.deactivate_confirmation_template, context)
 
 
 class KeyStatusFilter(admin.SimpleListFilter):
@@ -204,7 +398,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.display(description="status")
     def status(self, key):
-        return key_status(key)
+        return key_state(key)
 
     @sensitive_variables("raw_key")
     def save_model(self, request, obj, form, change):
@@ -260,14 +454,21 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 
 class AuditEventAccountFilter(admin.SimpleListFilter):
-    """The target account, by the copied id: events of a deleted account stay reachable."""
+    """The target account, by the copied id: events of a deleted account stay reachable.
+
+    Reached from an account's page ("Events of this account"); the side panel
+    shows only the chosen account, never a list of every account (which would
+    not scale): staff find accounts and actors with the search box.
+    """
 
     title = "account"
     parameter_name = "account_ref"
 
     def lookups(self, request, model_admin):
-        present = AuditEvent.objects.filter(account_ref__isnull=False).values("account_ref")
-        return [(str(account.pk), str(account)) for account in Account.objects.filter(pk__in=present)]
+        if not self.value():
+            return []
+        account = Account.objects.filter(pk=self.value()).first()
+        return [(self.value(), str(account) if account else f"{self.value()} (deleted)")]
 
     def queryset(self, request, queryset):
         if self.value():
@@ -279,14 +480,29 @@ class AuditEventAccountFilter(admin.SimpleListFilter):
 class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """The audit trail: read-only, and never deletable from the admin, not even by a superuser."""
 
-    list_display = ["created_at", "action", "outcome", "actor", "target_account", "run_id", "client_ip", "request_id"]
-    list_filter = ["action", "outcome", "actor", AuditEventAccountFilter]
-    search_fields = ["actor", "account__email", "account__name", "=run_id", "=request_id", "detail"]
+    list_display = ["when", "action", "result", "actor", "target_account", "detail_summary", "run_id"]
+    list_filter = ["action", "outcome", AuditEventAccountFilter]
+    # Actors and accounts by text: "alice", "staff user", "API key sk_live_ab", an account id.
+    search_fields = ["actor", "account__email", "account__name", "account_ref", "=run_id", "=request_id", "detail"]
+    search_help_text = "Actor, account (name, email or id), run id, request id or a word of the detail"
     date_hierarchy = "created_at"
     list_select_related = ["account"]
     fields = ["created_at", "action", "outcome", "actor", "actor_key", "actor_user", "target_account", "run_id",
               "client_ip", "request_id", "detail"]
     readonly_fields = fields
+
+    @admin.display(description="when", ordering="created_at")
+    def when(self, event):
+        return format_moment(event.created_at)
+
+    @admin.display(description="outcome", ordering="outcome")
+    def result(self, event):
+        good = event.outcome == AuditEvent.Outcome.SUCCESS
+        return state_badge(event.get_outcome_display().lower(), "good" if good else "bad")
+
+    @admin.display(description="detail")
+    def detail_summary(self, event):
+        return format_html('<span title="{}">{}</span>', event.detail, summary(event.detail, limit=90) or EMPTY)
 
     @admin.display(description="account")
     def target_account(self, event):

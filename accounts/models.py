@@ -15,6 +15,7 @@ class Account(models.Model):
 
     class Meta:
         ordering = ["name"]
+        permissions = [("deactivate_account", "Can deactivate accounts (revokes their sandbox and API keys)")]
 
     def __str__(self):
         return f"{self.name} <{self.email}>"
@@ -87,6 +88,7 @@ class AuditEvent(models.Model):
         USER_CREATED = "user.created", "Admin user created"
         USER_CHANGED = "user.changed", "Admin user's staff flags changed"
         USER_DELETED = "user.deleted", "Admin user deleted"
+        ACCOUNT_DEACTIVATED = "account.deactivated", "Account deactivated by staff"
 
     class Outcome(models.TextChoices):
         SUCCESS = "success", "Success"
@@ -110,6 +112,8 @@ class AuditEvent(models.Model):
     detail = models.TextField(blank=True)
 
     class Meta:
+        verbose_name = "audit event"
+        verbose_name_plural = "audit trail"
         ordering = ["-created_at", "-id"]
         # Every request that changes something inserts an event, so each index
         # is paid for on the API's hot path: only those the back office looks

@@ -1,14 +1,20 @@
 """Writes on accounts and API keys."""
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from accounts.audit import Actor, audit_event, audit_record, audit_record_many
 from accounts.keys import generate_key, hash_key, visible_prefix
 from accounts.models import Account, ApiKey, AuditEvent
+
+if TYPE_CHECKING:
+    from sandboxes.services import SandboxDeletion
 
 
 def account_create(*, name: str, email: str) -> Account:
@@ -58,3 +64,65 @@ def api_keys_revoke(*, keys: QuerySet[ApiKey], actor: Actor) -> int:
         for key in revoking
     )
     return len(revoking)
+
+
+@dataclass
+class AccountDeactivation:
+    """What deactivating one account did."""
+
+    account: Account
+    sandbox: "SandboxDeletion"  # its sandbox's revocation (sandboxes.services)
+    keys_revoked: int = 0
+    deactivated: bool = False  # False: it was inactive already
+
+
+def accounts_deactivate(*, accounts: Sequence[Account], actor: Actor) -> list[AccountDeactivation]:
+    """Deactivate accounts: revoke each one's sandbox and keys, and mark it inactive, with audit events.
+
+    The sandbox goes first, as the admin's "Revoke selected sandboxes" does it
+    (its queued run canceled, repositories, snapshot and row deleted). Keys
+    are revoked and the account marked inactive even where the sandbox could
+    not be deleted: the person is stopped at once, and revoking the sandbox
+    again finishes the job (the deactivation reports which).
+    """
+    # Here, not at the top: sandboxes.services imports accounts' modules.
+    from sandboxes.services import sandboxes_delete
+
+    deletions = {deletion.account_id: deletion for deletion in sandboxes_delete(accounts=accounts, actor=actor)}
+    with transaction.atomic():
+        revoking = ApiKey.objects.filter(account__in=accounts, revoked_at__isnull=True)
+        revoked_per_account = dict(
+            revoking.order_by().values_list("account_id").annotate(n=Count("pk")).values_list("account_id", "n")
+        )
+        api_keys_revoke(keys=revoking, actor=actor)
+        active = set(
+            Account.objects.select_for_update().filter(pk__in=[a.pk for a in accounts], is_active=True)
+            .values_list("pk", flat=True)
+        )
+        Account.objects.filter(pk__in=active).update(is_active=False)
+        results = []
+        for account in accounts:
+            deletion = deletions[account.pk]
+            result = AccountDeactivation(
+                account=account, sandbox=deletion, keys_revoked=revoked_per_account.get(account.pk, 0),
+                deactivated=account.pk in active,
+            )
+            account.is_active = False
+            results.append(result)
+        audit_record_many(
+            audit_event(
+                action=AuditEvent.Action.ACCOUNT_DEACTIVATED, actor=actor, account=result.account,
+                outcome=AuditEvent.Outcome.SUCCESS if result.sandbox.ok else AuditEvent.Outcome.FAILURE,
+                detail=_deactivation_detail(result),
+            )
+            for result in results
+        )
+    return results
+
+
+def _deactivation_detail(result: AccountDeactivation) -> str:
+    parts = ["marked inactive" if result.deactivated else "was inactive already",
+             f"{result.keys_revoked} key(s) revoked"]
+    parts.append(f"the sandbox could not be revoked: {result.sandbox.error}" if not result.sandbox.ok
+                 else "sandbox revoked")
+    return "Deactivated: " + "; ".join(parts)

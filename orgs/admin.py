@@ -1,7 +1,10 @@
+"""The back office for organizations and their members."""
+
 from django.contrib import admin
 from django.db.models import Count
 
 from config.admin_audit import AuditedAdminMixin
+from config.admin_display import state_badge
 from orgs.models import Membership, Organization
 
 
@@ -16,7 +19,8 @@ class MembershipInline(admin.TabularInline):
 
 @admin.register(Organization)
 class OrganizationAdmin(AuditedAdminMixin, admin.ModelAdmin):
-    list_display = ["name", "slug", "id", "is_staff", "members", "created_at"]
+    # The id is on the organization's page; "staff" in words rather than a tick.
+    list_display = ["name", "slug", "kind", "members", "created_at"]
     list_filter = ["is_staff"]
     search_fields = ["id", "name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
@@ -24,6 +28,12 @@ class OrganizationAdmin(AuditedAdminMixin, admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(member_count=Count("memberships"))
+
+    @admin.display(description="kind", ordering="is_staff")
+    def kind(self, organization):
+        if organization.is_staff:
+            return state_badge("staff: may act on any account", "waiting")
+        return "customer"
 
     @admin.display(description="members", ordering="member_count")
     def members(self, organization):

@@ -47,6 +47,9 @@ class Snapshot(models.Model):
     objects = SnapshotManager()
 
     class Meta:
+        # What the README, the API and the admin's actions call it: the account's sandbox, at rest.
+        verbose_name = "sandbox"
+        verbose_name_plural = "sandboxes"
         ordering = ["-updated_at"]
         permissions = [
             ("revoke_snapshot", "Can revoke sandboxes (deletes their repositories and snapshot)"),

@@ -39,6 +39,7 @@ from django.utils import timezone
 
 from accounts.audit import Actor, audit_event, audit_record, audit_record_many
 from accounts.models import Account, AuditEvent
+from config.timefmt import format_moment
 from sandboxes.models import SetupRun, Snapshot
 from sandboxes.providers import get_git_host, get_sandbox_backend
 from sandboxes.providers.base import (
@@ -241,7 +242,7 @@ class _Reconciler:
                 kind=FindingKind.STALE_RUN,
                 subject=run_id,
                 account_id=str(account_id),
-                reason=f"executing since {started_at.isoformat()}, past the timeout",
+                reason=f"executing since {format_moment(started_at)}, past the timeout",
             )
             for run_id, account_id, started_at in stale
         ]

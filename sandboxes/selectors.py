@@ -2,6 +2,9 @@
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db.models import Count, Q
 
 from accounts.models import Account, ApiKey
 from orgs.access import reachable_accounts
@@ -73,3 +76,44 @@ def sandboxes_deletion_plan(*, accounts: Sequence[Account]) -> SandboxDeletionPl
         for account in accounts
     ]
     return SandboxDeletionPlan(sandboxes=planned, listing_error=listing_error)
+
+
+# "Expiring soon" on the back office's front page and in the sandbox list's state filter.
+EXPIRING_WITHIN = timedelta(hours=24)
+
+
+@dataclass
+class BackOfficeOverview:
+    """What the back office's front page shows: what needs attention now, and how many of each state."""
+
+    failed_runs: list[SetupRun]  # failed in the last 24 hours, newest first
+    failed_runs_count: int
+    waiting_runs: list[SetupRun]  # queued or executing, longest waiting first
+    waiting_runs_count: int
+    expiring: list[Snapshot]  # valid and expiring within 24 hours, soonest first
+    expiring_count: int
+    sandboxes_by_state: dict[str, int]  # "valid", "expired"
+    runs_by_status: dict[str, int]  # every SetupRun.Status, zero included
+
+
+def back_office_overview(*, now, within: timedelta, limit: int) -> BackOfficeOverview:
+    """The front page's lists (`limit` rows each) and counts; a constant number of queries."""
+    runs = SetupRun.objects.select_related("account")
+    failed = runs.filter(status=SetupRun.Status.FAILED, created_at__gte=now - within)
+    waiting = runs.filter(status__in=SetupRun.ACTIVE_STATUSES)
+    expiring = Snapshot.objects.select_related("account").filter(expires_at__gt=now, expires_at__lte=now + within)
+    sandboxes = Snapshot.objects.aggregate(
+        valid=Count("pk", filter=Q(expires_at__gt=now)), expired=Count("pk", filter=Q(expires_at__lte=now))
+    )
+    by_status = dict.fromkeys(SetupRun.Status.values, 0)
+    by_status.update(SetupRun.objects.order_by().values_list("status").annotate(n=Count("pk")).values_list("status", "n"))
+    return BackOfficeOverview(
+        failed_runs=list(failed.order_by("-created_at")[:limit]),
+        failed_runs_count=failed.count(),
+        waiting_runs=list(waiting.order_by("created_at")[:limit]),
+        waiting_runs_count=waiting.count(),
+        expiring=list(expiring.order_by("expires_at")[:limit]),
+        expiring_count=expiring.count(),
+        sandboxes_by_state=sandboxes,
+        runs_by_status=by_status,
+    )

@@ -22,6 +22,7 @@ ACTION_PERMISSIONS = [
     "sandboxes.revoke_snapshot",
     "sandboxes.start_setuprun",
     "sandboxes.cancel_setuprun",
+    "accounts.deactivate_account",
 ]
 
 

@@ -4,10 +4,12 @@ The system's Chromium and chromedriver are used (Debian's `chromium` and
 `chromium-driver`; .ci/run installs them); Selenium Manager is never asked
 to find or download anything. Without them the tests are skipped, saying so.
 
-`browser.snap(name)` remembers a screenshot and the HTML of the page in
-memory; when a test fails, every remembered page and the page it failed on
-are written to test-artifacts/browser/<test name>/ (with BROWSER_ARTIFACTS=always,
-after a pass too, to look at the pages).
+The window is 1400×1000, the size staff use the admin at, with its
+navigation sidebar open (the admin's default at that width).
+
+`browser.snap(name)` keeps a screenshot and the HTML of the page; after each
+test, pass or fail, every kept page and the last one are written to
+test-artifacts/browser/<test name>/ (not committed), for a reviewer to look at.
 """
 
 import os
@@ -30,7 +32,7 @@ CHROMIUM_FLAGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--window-size=1280,1024",
+    "--window-size=1400,1000",
 ]
 
 
@@ -97,7 +99,6 @@ def browser(request, live_server, tmp_path_factory):
             getattr(request.node, f"report_{when}", None) is not None and getattr(request.node, f"report_{when}").failed
             for when in ("setup", "call")
         )
-        if failed or os.environ.get("BROWSER_ARTIFACTS") == "always":
-            folder = session.keep_artifacts(request.node.name, failed=failed)
-            print(f"browser artifacts kept in {folder}")
+        folder = session.keep_artifacts(request.node.name, failed=failed)
+        print(f"browser pages kept in {folder}")
         driver.quit()

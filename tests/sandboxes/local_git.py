@@ -2,6 +2,7 @@
 
 import shutil
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
@@ -42,3 +43,18 @@ def make_undeletable(account, elsewhere: Path) -> tuple[Path, Path]:
     shutil.move(repository, moved)
     repository.symlink_to(moved, target_is_directory=True)
     return repository, moved
+
+
+@contextmanager
+def git_root_blocked():
+    """Setups fail at "Creating the repository" meanwhile: a file stands where the git root goes.
+
+    Only before the first setup of a test, while the git root does not exist yet.
+    """
+    git_root = Path(settings.GIT_ROOT)
+    assert not git_root.exists(), "the git root exists already: block it before the first setup"
+    git_root.write_text("a file where the git root should be")
+    try:
+        yield
+    finally:
+        git_root.unlink()

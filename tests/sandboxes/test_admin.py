@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from accounts.models import AuditEvent
 from config.admin_links import admin_change_url
+from config.timefmt import format_moment
 from sandboxes.models import SetupRun, Snapshot
 from sandboxes.tasks import run_setup
 from tests.sandboxes.local_git import make_undeletable
@@ -86,10 +87,28 @@ def test_the_snapshot_list_shows_account_snapshot_repository_link_and_expiry(
     assert response.status_code == 200
     page = response.content.decode()
     assert str(people.alice.account) in page.replace("&lt;", "<").replace("&gt;", ">")
-    assert snapshot.snapshot_id in page
-    assert f'<a href="{snapshot.github_repo}"' in page
-    assert "icon-no.svg" in page  # not expired
+    assert '<td class="field-state"><span class="state state-good">valid</span></td>' in page
+    assert f'<td class="field-expires">{format_moment(snapshot.expires_at)}</td>' in page
+    # A local repository is a path to clone (a browser opens no file:// link); the list shows
+    # its name with the account id shortened, the whole path on hover and on the sandbox's page.
+    path = snapshot.github_repo.removeprefix("file://")
+    short = f"alice-{str(people.alice.account.pk)[:8]}….git"
+    assert f'<code class="repository-path" title="{path}">{short}</code>' in page
+    assert 'href="file:' not in page
     assert offered_actions(response) == SNAPSHOT_ACTIONS
+
+
+def test_a_github_repository_is_a_link_that_opens_in_a_new_tab(admin_client, people, api, run_queued_setups):
+    snapshot = set_up(api, people.alice, run_queued_setups)
+    url = f"https://github.com/sandbox-org/{repository_name(people.alice.account)}"
+    Snapshot.objects.filter(pk=snapshot.pk).update(github_repo=url)
+
+    listed = admin_client.get(SNAPSHOTS).content.decode()
+    page = admin_client.get(admin_change_url(Snapshot, snapshot.pk)).content.decode()
+
+    short = f"alice-{str(people.alice.account.pk)[:8]}…"
+    assert f'<a href="{url}" rel="noopener noreferrer" target="_blank" title="{url}">{short}</a>' in listed
+    assert f'<a href="{url}" rel="noopener noreferrer" target="_blank" title="{url}">{url}</a>' in page
 
 
 @pytest.mark.parametrize("term", ["account id", "name", "email", "snapshot id"])
@@ -108,16 +127,22 @@ def test_a_sandbox_is_found_by_account_id_name_email_or_snapshot_id(admin_client
     assert [row.pk for row in response.context["cl"].result_list] == [people.alice.account.pk]
 
 
-def test_the_expired_filter_separates_expired_sandboxes(admin_client, people, api, run_queued_setups):
+def test_the_state_filter_separates_expired_valid_and_expiring_sandboxes(admin_client, people, api, run_queued_setups):
     set_up(api, people.alice, run_queued_setups)
     set_up(api, people.bob, run_queued_setups)
+    set_up(api, people.carol, run_queued_setups)
     Snapshot.objects.filter(account=people.bob.account).update(expires_at=timezone.now() - timedelta(hours=1))
+    Snapshot.objects.filter(account=people.carol.account).update(expires_at=timezone.now() + timedelta(hours=3))
 
-    expired = admin_client.get(SNAPSHOTS, {"expired": "yes"}).context["cl"].result_list
-    current = admin_client.get(SNAPSHOTS, {"expired": "no"}).context["cl"].result_list
+    def listed(state):
+        return {row.pk for row in admin_client.get(SNAPSHOTS, {"expired": state}).context["cl"].result_list}
 
-    assert [row.pk for row in expired] == [people.bob.account.pk]
-    assert [row.pk for row in current] == [people.alice.account.pk]
+    assert listed("yes") == {people.bob.account.pk}
+    assert listed("no") == {people.alice.account.pk, people.carol.account.pk}
+    assert listed("soon") == {people.carol.account.pk}
+    page = admin_client.get(SNAPSHOTS).content.decode()
+    assert page.count('<span class="state state-bad">expired</span>') == 1
+    assert page.count('<span class="state state-good">valid</span>') == 2
 
 
 def test_the_organization_filter_lists_the_sandboxes_of_its_members(admin_client, people, api, run_queued_setups):

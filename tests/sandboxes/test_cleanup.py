@@ -16,6 +16,7 @@ What is tested:
 
 import io
 import json
+import re
 import shutil
 from datetime import timedelta
 
@@ -26,6 +27,7 @@ from django.test.utils import CaptureQueriesContext
 
 from accounts.audit import Actor
 from accounts.models import AuditEvent
+from config.timefmt import format_moment
 from sandboxes.cleanup import CleanupRule, sandboxes_cleanup
 from sandboxes.models import SetupRun, Snapshot
 from tests.sandboxes.local_git import make_undeletable
@@ -215,6 +217,18 @@ def test_dry_run_lists_what_would_be_deleted_and_deletes_nothing(people):
         assert f"would delete  {snapshot.account_id}  {snapshot.account.email}  {snapshot.snapshot_id}" in out
     assert "Dry run: 2 sandbox(es) would be deleted" in out
     assert not AuditEvent.objects.filter(actor="cleanup_sandboxes").exists()
+
+
+def test_dry_run_and_preview_write_the_expiry_to_the_second_with_the_time_zone(people):
+    expired = seed_sandbox(people.alice.account)
+    written = format_moment(expired.expires_at)
+
+    out, _ = cleanup("--expired", "--dry-run")
+    _, _, err = failing_cleanup("--expired", stdin=Terminal("no\n"))
+
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", written)
+    assert f"{expired.snapshot_id}  expires {written}" in out
+    assert f"{expired.snapshot_id}  expires {written}" in err
 
 
 def test_without_yes_a_no_on_the_terminal_deletes_nothing(people):

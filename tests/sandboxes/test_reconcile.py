@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from accounts.audit import Actor
 from accounts.models import AuditEvent
+from config.timefmt import format_moment
 from sandboxes.models import SetupRun, Snapshot
 from sandboxes.providers import get_git_host
 from sandboxes.reconcile import FindingKind, sandboxes_reconcile
@@ -147,6 +148,10 @@ def test_lists_runs_left_executing_past_the_timeout(people, settings):
     report = reconcile_json()
 
     assert [finding["subject"] for finding in findings(report, FindingKind.STALE_RUN)] == [stale.pk]
+    assert findings(report, FindingKind.STALE_RUN)[0]["reason"] == (
+        f"executing since {format_moment(stale.started_at)}, past the timeout"
+    )
+    assert f"{stale.pk}: executing since {format_moment(stale.started_at)}" in reconcile()[0]
     stale.refresh_from_db()
     assert stale.status == SetupRun.Status.EXECUTING
 

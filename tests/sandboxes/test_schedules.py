@@ -11,6 +11,10 @@ What is tested:
 - the tasks do the work through the services and leave their results in the
   audit trail; the scheduled reconcile only reports unless RECONCILE_AUTOFIX
   is on, read when it runs.
+- on the queue's pages, tasks are named after what they do ("sweep stale
+  runs", "setup-sandbox run_…"), and the every-minute sweep leaves no
+  successful task behind (what it failed is in the audit trail; a sweep that
+  fails is kept).
 """
 
 import importlib
@@ -21,12 +25,17 @@ from django.apps import apps
 from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.conf import Conf
-from django_q.models import Schedule, Success
+from django_q.models import Schedule, Success, Task
+from django_q.monitor import save_task
 from django_q.scheduler import scheduler
+from django_q.signals import pre_execute
+from django_q.signing import SignedPackage
 
+from accounts.audit import Actor
 from accounts.models import AuditEvent
 from sandboxes import tasks
-from sandboxes.models import Snapshot
+from sandboxes.models import SetupRun, Snapshot
+from sandboxes.services import setup_run_start
 from tests.sandboxes.seeded_sandboxes import (
     FRESH,
     make_repository,
@@ -227,3 +236,74 @@ def test_the_weekly_task_fixes_what_is_out_of_step_and_records_it(people, settin
     assert events.filter(action=AuditEvent.Action.RECONCILE, detail=summary).exists()
     assert events.filter(action=AuditEvent.Action.RECONCILE_FIXED, account_ref=people.alice.account.pk,
                          outcome=AuditEvent.Outcome.SUCCESS).exists()
+
+
+
+# --- what the scheduled tasks leave on the queue's pages --------------------------------------
+
+
+def run_schedules_as_a_cluster_would(monkeypatch) -> list[dict]:
+    """django-q2's own scheduler, worker and monitor run every due schedule's task in this process.
+
+    django-q2's `sync` mode does it (its documented setting for tests), and
+    keeps the database connection, the test's transaction with it, open.
+    Returns the task packages as the worker saw them (its pre_execute signal).
+    """
+    monkeypatch.setattr(Conf, "SYNC", True)
+    ran = []
+
+    def seen(sender, task, **kwargs):
+        ran.append(dict(task))
+
+    pre_execute.connect(seen, dispatch_uid="tests.seen")
+    try:
+        Schedule.objects.filter(name__in=TASK_NAMES).update(next_run=timezone.now() - timedelta(minutes=1))
+        scheduler(broker=get_broker())
+    finally:
+        pre_execute.disconnect(dispatch_uid="tests.seen")
+    return ran
+
+
+TASK_NAMES = {
+    "sandboxes: fail stale setup runs": "sweep stale runs",
+    migration.CLEANUP_NAME: "delete expired sandboxes",
+    migration.RECONCILE_NAME: "reconcile database, git host and backend",
+}
+
+
+def test_scheduled_tasks_are_named_after_what_they_do_and_a_successful_sweep_is_not_kept(people, monkeypatch):
+    ran = run_schedules_as_a_cluster_would(monkeypatch)
+
+    assert sorted(task["name"] for task in ran) == sorted(TASK_NAMES.values())
+    kept = set(Task.objects.values_list("name", flat=True))
+    assert kept == {"delete expired sandboxes", "reconcile database, git host and backend"}
+
+
+def test_a_sweep_that_fails_runs_records_each_in_the_audit_trail_and_a_failed_sweep_is_kept(people, settings,
+                                                                                             monkeypatch):
+    stale = SetupRun.objects.create(
+        account=people.alice.account, status=SetupRun.Status.EXECUTING,
+        started_at=timezone.now() - timedelta(seconds=settings.SETUP_RUN_STALE_AFTER + 5),
+    )
+
+    ran = run_schedules_as_a_cluster_would(monkeypatch)
+
+    assert AuditEvent.objects.filter(action=AuditEvent.Action.RUN_FAILED, run_id=stale.pk, actor="worker").exists()
+    [sweep] = [task for task in ran if task["name"] == "sweep stale runs"]
+    assert SetupRun.objects.get(pk=stale.pk).status == SetupRun.Status.FAILED
+    assert not Task.objects.filter(name="sweep stale runs").exists()
+    # The same sweep, had it raised: django-q2 keeps every failed task.
+    failed = {**sweep, "success": False, "result": "Traceback …", "stopped": timezone.now()}
+    save_task(failed, get_broker())
+    assert Task.objects.filter(name="sweep stale runs", success=False).count() == 1
+
+
+def test_a_setup_task_is_named_after_its_run(people, django_capture_on_commit_callbacks):
+    broker = get_broker()
+    broker.purge_queue()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        run = setup_run_start(account=people.alice.account, actor=Actor.command("tests"))
+
+    [(_ack, payload)] = broker.dequeue()
+    assert SignedPackage.loads(payload)["name"] == f"setup-sandbox {run.pk}"

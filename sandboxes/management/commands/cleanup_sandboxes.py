@@ -1,6 +1,7 @@
 import json
 import sys
 import uuid
+from datetime import datetime
 
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
@@ -8,6 +9,7 @@ from django.utils import timezone
 from accounts.audit import Actor
 from accounts.models import Account
 from config.environment import parse_duration
+from config.timefmt import format_moment
 from orgs.selectors import organization_by_id_or_slug
 from sandboxes.cleanup import (
     DEFAULT_BATCH_SIZE,
@@ -141,7 +143,7 @@ class Command(BaseCommand):
         self.stderr.write(f"These would be deleted for good (repositories, snapshot, row){':' if total else ''}")
         for row in preview:
             self.stderr.write(
-                f"  {row.account_id}  {row.account.email}  {row.snapshot_id}  expires {row.expires_at:%Y-%m-%d %H:%M}"
+                f"  {row.account_id}  {row.account.email}  {row.snapshot_id}  expires {format_moment(row.expires_at)}"
             )
         if total > len(preview):
             self.stderr.write(f"  … and {total - len(preview)} more")
@@ -160,7 +162,7 @@ class Command(BaseCommand):
             for entry in report.listed:
                 self.stdout.write(
                     f"would delete  {entry['account_id']}  {entry['email']}  {entry['snapshot_id']}  "
-                    f"expires {entry['expires_at']}"
+                    f"expires {format_moment(datetime.fromisoformat(entry['expires_at']))}"
                 )
         if report.failures:
             self.stdout.write("Failed:")
