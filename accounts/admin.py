@@ -130,6 +130,15 @@ class AccountAdmin(AuditedAdminMixin, ReturnToPageAfterActionMixin, admin.ModelA
     change_form_template = "admin/accounts/account/change_form.html"
     deactivate_confirmation_template = "admin/accounts/account/deactivate_confirmation.html"
 
+    def get_fieldsets(self, request, obj=None):
+        # Turning an account off goes through Deactivate (which revokes its
+        # sandbox and keys too); an inactive account can be made active again here.
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is not None and not obj.is_active:
+            (title, options), *rest = fieldsets
+            fieldsets = [(title, {**options, "fields": [*options["fields"], "is_active"]}), *rest]
+        return fieldsets
+
     def get_queryset(self, request):
         # One query for the page and one for its memberships, however many rows.
         last_run = SetupRun.objects.filter(account=OuterRef("pk")).order_by("-created_at")

@@ -215,18 +215,29 @@ def test_a_role_changed_on_the_membership_page_is_recorded(admin_client, people,
 # --- the admin: accounts and admin users --------------------------------------------------------------
 
 
-def test_deactivating_and_reactivating_an_account_in_the_admin_is_recorded(admin_client, people, trail):
-    url = admin_change_url(type(people.bob.account), people.bob.account.pk)
+def test_reactivating_an_account_in_the_admin_is_recorded(admin_client, people, trail):
+    account = people.bob.account
+    account.is_active = False
+    account.save(update_fields=["is_active"])
+    url = admin_change_url(type(account), account.pk)
 
-    submit_admin_form(admin_client, url, is_active=False)
     submit_admin_form(admin_client, url, is_active=True)
 
+    account.refresh_from_db()
+    assert account.is_active
     assert summary(trail()) == [
-        (Action.ACCOUNT_ACTIVE_CHANGED, "staff user admin", people.bob.account.pk,
-         "Account bob@example.com: active: yes → no"),
-        (Action.ACCOUNT_ACTIVE_CHANGED, "staff user admin", people.bob.account.pk,
+        (Action.ACCOUNT_ACTIVE_CHANGED, "staff user admin", account.pk,
          "Account bob@example.com: active: no → yes"),
     ]
+
+
+def test_an_active_accounts_form_has_no_active_box_deactivate_is_the_way_off(admin_client, people, trail):
+    url = admin_change_url(type(people.bob.account), people.bob.account.pk)
+
+    page = admin_client.get(url).content.decode()
+
+    assert 'name="is_active"' not in page
+    assert "Deactivate" in page
 
 
 def test_deleting_an_account_in_the_admin_records_the_memberships_it_took_away(admin_client, people, trail):

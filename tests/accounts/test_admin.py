@@ -369,7 +369,8 @@ def test_the_audit_trail_filters_by_action_and_account_and_finds_actors_by_text(
     assert ("setup.requested", people.bob.account.pk) in by_bobs_key
     assert {account for _action, account in by_bobs_key} == {people.bob.account.pk}
     assert listed(q="carol@example") == {
-        ("key.created", people.carol.account.pk), ("key.revoked", people.carol.account.pk)
+        ("key.created", people.carol.account.pk), ("key.revoked", people.carol.account.pk),
+        ("membership.added", people.carol.account.pk),
     }
     assert listed(account_ref=str(people.carol.account.pk)) == {
         ("membership.added", people.carol.account.pk),
