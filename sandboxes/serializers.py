@@ -2,6 +2,7 @@
 
 from rest_framework import serializers
 
+from config.api_input import QuerySerializer, StrictSerializer
 from sandboxes.models import SetupRun
 
 
@@ -19,9 +20,7 @@ class UUIDStringField(serializers.UUIDField):
         return super().to_internal_value(data)
 
 
-class AccountTargetSerializer(serializers.Serializer):
-    default_error_messages = {"invalid": "The request body must be a JSON object, not {datatype}."}
-
+class AccountTargetSerializer(StrictSerializer):
     account_id = UUIDStringField(
         required=False,
         allow_null=True,
@@ -62,11 +61,17 @@ class SandboxErrorResponseSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=["error"], required=False)
     error = serializers.CharField()
     missing_fields = serializers.ListField(
-        child=serializers.CharField(), required=False, help_text="The request fields at fault."
+        child=serializers.CharField(), required=False, help_text="Required request fields that were not sent."
+    )
+    invalid_fields = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="Request fields or query parameters that were sent but are not valid or not taken "
+        "(`body` for a body that is not a JSON object).",
     )
 
 
-class RunsQuerySerializer(serializers.Serializer):
+class RunsQuerySerializer(QuerySerializer):
     runId = serializers.CharField(required=False, max_length=40)
     account_id = serializers.UUIDField(required=False)
     limit = serializers.IntegerField(required=False, min_value=1, max_value=100, default=20)

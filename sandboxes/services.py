@@ -45,6 +45,22 @@ class SandboxDeleteError(Exception):
     """Deleting failed part way; nothing was removed from the database, and repeating finishes the job."""
 
 
+class AccountInactive(Exception):
+    """The account is inactive: its keys are refused, so nobody could use its sandbox; it gets no setup.
+
+    The one rule for every way in: POST /api/sandboxes/setup and DELETE
+    /api/sandboxes with an account_id (403), and the admin's "Run setup again"
+    (the account is skipped and named).
+    """
+
+    reason = "the account is inactive"
+
+
+def _refuse_inactive(account: Account) -> None:
+    if not account.is_active:
+        raise AccountInactive(account)
+
+
 # --- setup ------------------------------------------------------------------------
 
 
@@ -76,7 +92,9 @@ def setup_run_start(*, account: Account, actor: Actor) -> SetupRun:
     The database allows one active run per account (a conditional unique
     constraint), so concurrent requests agree on one run. The request is
     recorded in the audit trail either way: with a new run, in its transaction.
+    Raises AccountInactive for an inactive account.
     """
+    _refuse_inactive(account)
     for _attempt in range(3):
         stale_before = _stale_cutoff()
         run, created = SetupRun.objects.create_unless_active(
@@ -159,10 +177,11 @@ def setup_runs_start(*, accounts: Sequence[Account], actor: Actor) -> list[Setup
     )
     starts = []
     for account in accounts:
-        if not account.is_active:
-            starts.append(SetupStart(account=account, skipped="the account is inactive"))
+        try:
+            run = setup_run_start(account=account, actor=actor)
+        except AccountInactive:
+            starts.append(SetupStart(account=account, skipped=AccountInactive.reason))
             continue
-        run = setup_run_start(account=account, actor=actor)
         starts.append(SetupStart(account=account, run=run, started=run.pk not in active_before))
     return starts
 
@@ -351,8 +370,11 @@ def sandbox_delete(*, account: Account, actor: Actor) -> Snapshot | None:
 
     Returns the Snapshot row as it was, or None where the account had none
     (or a concurrent delete removed it first). Raises SandboxDeleteError, with
-    the row left in place, if the git host or the backend fails.
+    the row left in place, if the git host or the backend fails, and
+    AccountInactive for an inactive account (bulk deletes and the admin's
+    revoke, which clean up after inactive accounts, use sandboxes_delete).
     """
+    _refuse_inactive(account)
     [deletion] = sandboxes_delete(accounts=[account], actor=actor)
     if deletion.error:
         raise SandboxDeleteError(deletion.error)
