@@ -23,7 +23,6 @@ from tests.processes import (
     gunicorn_command,
     manage,
     service_environment,
-    start,
     wait_until_healthy,
 )
 
