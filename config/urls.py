@@ -17,8 +17,8 @@ urlpatterns = [
     # Any other API path (with a trailing slash, a doubled one, any method): a JSON 404, even with DEBUG on
     # (Django's debug 404 page is HTML) and without a CSRF token (the API takes no cookies: the check's
     # answer would be Django's HTML 403 page).
-    re_path(r"^/*api(/|$)", csrf_exempt(not_found)),
-    re_path(r"^/*healthz", csrf_exempt(not_found)),
+    re_path(r"^(?:/*)api(/|$)", csrf_exempt(not_found)),
+    re_path(r"^(?:/*)healthz", csrf_exempt(not_found)),
 ]
 
 handler400 = "config.errors.bad_request"

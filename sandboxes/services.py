@@ -37,6 +37,7 @@ STALE_RUN_ERROR = (
     "The worker running this setup stopped before it finished (no result after {seconds} s); "
     "start the setup again"
 )
+QUEUE_FAILED_ERROR = "Could not queue the setup: the queue broker did not answer; start the setup again"
 Action = AuditEvent.Action
 Outcome = AuditEvent.Outcome
 
@@ -77,10 +78,10 @@ def _enqueue(run_id: str) -> None:
     broker = {"broker": _redis_broker()} if settings.REDIS_URL else {}
     try:
         task_id = async_task("sandboxes.tasks.run_setup", run_id, task_name=f"setup-sandbox {run_id}", **broker)
-    except Exception as exc:  # the broker is down: the run must not wait for ever
+    except Exception:  # the broker is down: the run must not wait for ever (the log has the broker's error)
         logger.exception("Could not queue setup run %s", run_id)
         SetupRun.objects.filter(pk=run_id, status=SetupRun.Status.QUEUED).update(
-            status=SetupRun.Status.FAILED, finished_at=timezone.now(), error=f"Could not queue the setup: {exc}"
+            status=SetupRun.Status.FAILED, finished_at=timezone.now(), error=QUEUE_FAILED_ERROR
         )
         return
     logger.info("Queued setup run %s as django-q2 task %s", run_id, task_id)
