@@ -9,7 +9,13 @@ import secrets
 import shutil
 from pathlib import Path
 
-from sandboxes.providers.base import EnsuredRepository, GitHostError, PushTarget, Repository, os_reason
+from sandboxes.providers.base import (
+    EnsuredRepository,
+    GitHostError,
+    PushTarget,
+    Repository,
+    os_reason,
+)
 from sandboxes.providers.process import run_command
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]+$")
