@@ -576,3 +576,16 @@ def test_a_task_for_a_run_that_is_gone_does_nothing():
     run_setup("run_000000000000000000000000")
 
     assert sandbox_folders() == []
+
+
+def test_a_missing_starter_layout_fails_the_run_naming_the_setting_not_the_folder(
+    people, api, run_queued_setups, settings, tmp_path, caplog
+):
+    settings.SANDBOX_TEMPLATE_DIR = tmp_path / "starter-that-is-gone"
+
+    run = set_up(api, people.alice, run_queued_setups)
+
+    assert_failed_at(run, "provision", "Provisioning the sandbox failed: The starter layout folder "
+                                       "(SANDBOX_TEMPLATE_DIR) does not exist")
+    assert str(tmp_path) not in run.error
+    assert str(settings.SANDBOX_TEMPLATE_DIR) in caplog.text  # the operator finds the folder in the log
