@@ -6,8 +6,11 @@ sandboxes.start_setuprun (a staff user without them can look, and is not
 offered the actions). The audit trail is read-only for everyone.
 """
 
+import uuid
+
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import BadRequest
 from django.db.models import OuterRef, Prefetch, Q, Subquery
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -270,7 +273,11 @@ class AuditEventAccountFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value():
-            return queryset.filter(account_ref=self.value())
+            try:
+                account_ref = uuid.UUID(self.value())
+            except ValueError:
+                raise BadRequest(f"account_ref must be an account id (a UUID), not {self.value()!r}") from None
+            return queryset.filter(account_ref=account_ref)
         return queryset
 
 

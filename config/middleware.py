@@ -7,6 +7,7 @@ import re
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import BadRequest
 from django.http import JsonResponse
 
 from config.errors import (
@@ -85,6 +86,33 @@ class ApiBodySizeLimitMiddleware:
 def _unreadable(request, problem) -> JsonResponse:
     logger.info("Request body of %s %s could not be read: %s", request.method, request.path, problem)
     return JsonResponse(error_body("The request body could not be read"), status=400)
+
+
+class NulCharacterGuardMiddleware:
+    """Refuse (400) a request whose path, query string or form fields hold a NUL character.
+
+    PostgreSQL cannot store or compare a text holding NUL, and psycopg raises
+    as soon as such a value reaches a query: an admin page asked for
+    `/admin/sandboxes/setuprun/%00/change/` or `?q=%00` would answer 500.
+    No valid input holds one, so it is refused before any view sees it
+    (JSON on the API, Django's 400 page elsewhere; config/errors.py).
+    """
+
+    FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if "\x00" in request.path or _holds_nul(request.GET):
+            raise BadRequest("NUL character in the request's path or query string")
+        if request.method == "POST" and request.content_type in self.FORM_TYPES and _holds_nul(request.POST):
+            raise BadRequest("NUL character in a form field")
+        return self.get_response(request)
+
+
+def _holds_nul(query) -> bool:
+    return any("\x00" in name or any("\x00" in value for value in values) for name, values in query.lists())
 
 
 class RequestIdMiddleware:
