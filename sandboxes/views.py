@@ -39,6 +39,7 @@ def _error(description: str) -> OpenApiResponse:
 
 COMMON_ERRORS = {
     401: _error("Unauthorized - invalid or missing API key"),
+    411: _error("Length required - a chunked body the server cannot read; send Content-Length"),
     413: _error("Request body too large"),
     415: _error("Unsupported media type - send application/json"),
     503: _error("The database is not answering; try again shortly (see Retry-After)"),

@@ -19,17 +19,8 @@ from rest_framework.views import APIView
 from config.api_input import ApiView, StrictSerializer
 from config.errors import api_exception_handler
 from sandboxes.models import SetupRun, Snapshot
-
-SETUP = "/api/sandboxes/setup"
-DELETE = "/api/sandboxes"
-
-
-def error_of(response, status: int) -> dict:
-    assert response.status_code == status, (response.status_code, response.content[:500])
-    assert response["Content-Type"].startswith("application/json"), response["Content-Type"]
-    body = response.json()
-    assert body["status"] == "error" and body["error"], body
-    return body
+from tests.sandboxes.test_api_errors import DELETE, SETUP
+from tests.sandboxes.test_api_errors import assert_json_error as error_of
 
 
 @pytest.fixture
@@ -175,3 +166,11 @@ def test_deeply_nested_json_that_python_can_read_is_refused_as_invalid(people, a
     data = json.dumps({"account_id": json.loads("[" * 500 + "]" * 500)})
     response = api.client.post(SETUP, data=data, content_type="application/json", HTTP_X_API_KEY=people.alice.key)
     assert error_of(response, 400)["invalid_fields"] == ["account_id"]
+
+
+def test_a_chunked_body_the_server_does_not_hand_over_is_a_411(people, api):
+    """Django's own server (runserver) passes a chunked body on unread; gunicorn de-chunks it (test_hostile_http)."""
+    response = api.client.post(SETUP, data=b"", content_type="application/json", HTTP_X_API_KEY=people.alice.key,
+                               HTTP_TRANSFER_ENCODING="chunked")
+    assert "Content-Length" in error_of(response, 411)["error"]
+    assert not SetupRun.objects.exists()

@@ -13,6 +13,7 @@ its account's queued run, so a wrong delete would show).
 
 import http.client
 import json
+import socket
 from dataclasses import dataclass
 
 import pytest
@@ -199,6 +200,24 @@ def test_a_chunked_body_just_under_the_limit_is_read(server):
 def test_a_broken_chunked_body_is_a_400_and_nothing_happens(server, broken):
     runs = server.queued_setups()
     server.json_error(400, "DELETE", DELETE, key=server.alice["key"], raw_chunked=broken)
+    assert server.run_statuses(runs) == {"alice": "QUEUED", "bob": "QUEUED"}
+
+
+def test_a_body_cut_short_of_its_content_length_is_a_400_and_nothing_happens(server):
+    runs = server.queued_setups()
+    payload = json.dumps({"account_id": server.bob["id"]}).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as raw:
+        raw.sendall(b"DELETE /api/sandboxes HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                    b"x-api-key: " + server.alice["key"].encode() + b"\r\n"
+                    b"Content-Length: %d\r\n\r\n" % (len(payload) + 50) + payload)
+        raw.shutdown(socket.SHUT_WR)  # the client is gone before the body it announced is whole
+        answer = b""
+        while chunk := raw.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"400", answer[:500]
+    assert b"application/json" in head.lower()
+    assert json.loads(body)["error"] == "The request body could not be read"
     assert server.run_statuses(runs) == {"alice": "QUEUED", "bob": "QUEUED"}
 
 
