@@ -12,7 +12,8 @@ How to use it in a new endpoint:
   query parameter is refused, unless the view names a serializer for the
   method in `query_serializers`, e.g. `{"GET": RunsQuerySerializer}`; then
   only that serializer's fields are taken, each at most once, and the
-  validated values are in `self.query` inside the handler.
+  validated values are in `self.query` inside the handler. Document them
+  from the same serializer: `@extend_schema(parameters=[ThatSerializer])`.
 - Its request body is validated by a serializer that subclasses
   `StrictSerializer`: a field the serializer does not declare is refused.
 

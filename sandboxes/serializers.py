@@ -72,9 +72,14 @@ class SandboxErrorResponseSerializer(serializers.Serializer):
 
 
 class RunsQuerySerializer(QuerySerializer):
-    runId = serializers.CharField(required=False, max_length=40)
-    account_id = serializers.UUIDField(required=False)
-    limit = serializers.IntegerField(required=False, min_value=1, max_value=100, default=20)
+    """The query parameters of GET /api/tasks/runs (the schema documents them from here)."""
+
+    runId = serializers.CharField(required=False, max_length=40,
+                                  help_text="A run id (run_…); answers that run alone.")
+    account_id = serializers.UUIDField(required=False,
+                                       help_text="Recent runs of this account (default: the key's own).")
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=100, default=20,
+                                     help_text="How many recent runs, 1 to 100 (default 20).")
 
 
 class RunStepSerializer(serializers.Serializer):

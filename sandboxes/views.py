@@ -7,7 +7,7 @@ endpoint does not take (a query parameter, a misspelt field) is a 400, never
 ignored.
 """
 
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.response import Response
@@ -154,11 +154,7 @@ class RunsView(TargetAccountView):
             "With runId, that run alone (404 if the caller may not act on its account, as for a run that does "
             "not exist). Without it, the most recent runs of the key's own account, or of account_id."
         ),
-        parameters=[
-            OpenApiParameter("runId", str, description="A run id (run_…); answers that run alone."),
-            OpenApiParameter("account_id", str, description="Recent runs of this account (default: the key's own)."),
-            OpenApiParameter("limit", int, description="How many recent runs, 1 to 100 (default 20)."),
-        ],
+        parameters=[RunsQuerySerializer],  # the parameters it takes are the ones it documents
         responses={
             200: OpenApiResponse(RunsResponseSerializer, description="The runs"),
             400: _error("Bad request - invalid query parameter"),
