@@ -174,3 +174,15 @@ def test_a_chunked_body_the_server_does_not_hand_over_is_a_411(people, api):
                                HTTP_TRANSFER_ENCODING="chunked")
     assert "Content-Length" in error_of(response, 411)["error"]
     assert not SetupRun.objects.exists()
+
+
+def test_a_csrf_failure_under_the_api_is_json_and_elsewhere_django_s_page(settings, rf):
+    from django.utils.module_loading import import_string
+
+    failure_view = import_string(settings.CSRF_FAILURE_VIEW)
+    api_answer = failure_view(rf.post("/api/anything"), reason="CSRF cookie not set.")
+    assert api_answer.status_code == 403
+    assert json.loads(api_answer.content) == {"status": "error", "error": "CSRF check failed: CSRF cookie not set."}
+    admin_answer = failure_view(rf.post("/admin/login/"), reason="CSRF cookie not set.")
+    assert admin_answer.status_code == 403
+    assert admin_answer["Content-Type"].startswith("text/html")
