@@ -74,7 +74,8 @@ class ApiView(APIView):
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
-        self.query = validated_query(request, self.query_serializers.get(request.method))
+        method = "GET" if request.method == "HEAD" else request.method  # Django answers HEAD with get()
+        self.query = validated_query(request, self.query_serializers.get(method))
 
 
 def validated_query(request, serializer_class: type[QuerySerializer] | None) -> dict:

@@ -97,6 +97,7 @@ def test_runs_with_a_query_parameter_given_twice_is_a_400_naming_it(people, api)
 def test_runs_still_takes_its_own_query_parameters(people, api):
     run_id = api.setup(people.alice.key).json()["runId"]
     assert api.runs(people.alice.key, runId=run_id, limit="5").status_code == 200
+    assert api.call("head", f"/api/tasks/runs?runId={run_id}", key=people.alice.key).status_code == 200
 
 
 def test_ping_with_a_query_parameter_is_a_400(people, api):
