@@ -163,6 +163,16 @@ def test_json_nested_too_deeply_is_a_400_json_error(people, api, method, path, d
     assert "JSON" in body["error"]
 
 
+@pytest.mark.parametrize("method, path", [("post", SETUP), ("delete", DELETE)])
+def test_a_field_given_twice_is_a_400_and_nothing_happens(people, api, alice_has_a_sandbox, method, path):
+    data = f'{{"account_id": "{people.bob.account.pk}", "account_id": null}}'
+    response = getattr(api.client, method)(path, data=data, content_type="application/json",
+                                           HTTP_X_API_KEY=people.alice.key)
+    assert "'account_id' appears twice" in error_of(response, 400)["error"]
+    assert Snapshot.objects.filter(account=people.alice.account).exists()
+    assert SetupRun.objects.count() == 1  # alice's first, nobody's new one
+
+
 def test_deeply_nested_json_that_python_can_read_is_refused_as_invalid(people, api):
     data = json.dumps({"account_id": json.loads("[" * 500 + "]" * 500)})
     response = api.client.post(SETUP, data=data, content_type="application/json", HTTP_X_API_KEY=people.alice.key)
