@@ -26,6 +26,7 @@ so a new endpoint cannot forget the first rule.
 
 from collections.abc import Mapping
 
+from drf_spectacular.extensions import OpenApiSerializerExtension
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail, ValidationError
 from rest_framework.views import APIView
@@ -53,6 +54,17 @@ class StrictSerializer(serializers.Serializer):
                 message = f"not a {self.input_name} of this request ({_taken(declared)})"
                 raise ValidationError({name: [ErrorDetail(message, code=UNKNOWN_CODE)] for name in unknown})
         return super().to_internal_value(data)
+
+
+class StrictSerializerSchema(OpenApiSerializerExtension):
+    """The schema says it too: a StrictSerializer's object takes no other property (`additionalProperties: false`)."""
+
+    target_class = StrictSerializer
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema, direction):
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        return {**schema, "additionalProperties": False}
 
 
 class QuerySerializer(StrictSerializer):

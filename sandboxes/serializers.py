@@ -21,6 +21,8 @@ class UUIDStringField(serializers.UUIDField):
 
 
 class AccountTargetSerializer(StrictSerializer):
+    """Optional account targeting; no other field is taken."""
+
     account_id = UUIDStringField(
         required=False,
         allow_null=True,

@@ -197,3 +197,11 @@ def test_a_csrf_failure_under_the_api_is_json_and_elsewhere_django_s_page(settin
     admin_answer = failure_view(rf.post("/admin/login/"), reason="CSRF cookie not set.")
     assert admin_answer.status_code == 403
     assert admin_answer["Content-Type"].startswith("text/html")
+
+
+def test_the_schema_says_setup_and_delete_take_no_other_body_field(db, api):
+    schema = api.client.get("/api/schema/?format=json").json()
+    for name in ("SetupSandboxRequest", "DeleteSandboxRequest"):
+        component = schema["components"]["schemas"][name]
+        assert component["additionalProperties"] is False, name
+        assert set(component["properties"]) == {"account_id"}
