@@ -17,8 +17,10 @@ How to use it in a new endpoint:
 - Its request body is validated by a serializer that subclasses
   `StrictSerializer`: a field the serializer does not declare is refused.
 
-Bodies are parsed by config.parsers.JSONParser (the REST_FRAMEWORK default): JSON nested
-too deeply for Python's parser is a 400 like any other malformed JSON.
+Bodies are parsed by config.parsers.JSONParser (the REST_FRAMEWORK default),
+which also refuses JSON nested too deeply and an object with a key twice; a
+chunked body is read, within API_MAX_BODY_BYTES, by
+config.middleware.ApiBodySizeLimitMiddleware.
 
 tests/test_api_input.py checks that every view under /api/ is an `ApiView`,
 so a new endpoint cannot forget the first rule.

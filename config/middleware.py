@@ -50,7 +50,6 @@ class ApiBodySizeLimitMiddleware:
 
     @staticmethod
     def _read_body(request, limit: int) -> JsonResponse | None:
-        too_large = JsonResponse(error_body(f"Request body is too large (at most {limit} bytes)"), status=413)
         chunked = "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
         if chunked:
             if not request.META.get("wsgi.input_terminated"):
@@ -60,7 +59,7 @@ class ApiBodySizeLimitMiddleware:
             except Exception as exc:  # the server's own errors of a malformed chunk, a closed connection
                 return _unreadable(request, exc)
             if len(data) > limit:
-                return too_large
+                return _too_large(limit)
             # What Django would have read, had the client sent a Content-Length.
             request._stream = io.BytesIO(data)
             request.META["CONTENT_LENGTH"] = str(len(data))
@@ -71,7 +70,7 @@ class ApiBodySizeLimitMiddleware:
             except ValueError:
                 return JsonResponse(error_body("Content-Length is not a number"), status=400)
             if declared > limit:
-                return too_large
+                return _too_large(limit)
             if declared <= 0:
                 return None
         try:
@@ -81,6 +80,10 @@ class ApiBodySizeLimitMiddleware:
         if len(body) < declared:
             return _unreadable(request, f"{len(body)} of {declared} bytes arrived")
         return None
+
+
+def _too_large(limit: int) -> JsonResponse:
+    return JsonResponse(error_body(f"Request body is too large (at most {limit} bytes)"), status=413)
 
 
 def _unreadable(request, problem) -> JsonResponse:
