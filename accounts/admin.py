@@ -14,9 +14,12 @@ Actions only call services and report what they did. The audit trail is
 read-only for everyone.
 """
 
+import uuid
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.core.exceptions import BadRequest
 from django.db.models import OuterRef, Prefetch, Q, Subquery
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -473,16 +476,24 @@ class AuditEventAccountFilter(admin.SimpleListFilter):
     title = "account"
     parameter_name = "account_ref"
 
-    def lookups(self, request, model_admin):
+    def account_ref(self) -> uuid.UUID | None:
         if not self.value():
+            return None
+        try:
+            return uuid.UUID(self.value())
+        except ValueError:
+            raise BadRequest(f"account_ref must be an account id (a UUID), not {self.value()!r}") from None
+
+    def lookups(self, request, model_admin):
+        account_ref = self.account_ref()
+        if account_ref is None:
             return []
-        account = Account.objects.filter(pk=self.value()).first()
+        account = Account.objects.filter(pk=account_ref).first()
         return [(self.value(), str(account) if account else f"{self.value()} (deleted)")]
 
     def queryset(self, request, queryset):
-        if self.value():
-            return queryset.filter(account_ref=self.value())
-        return queryset
+        account_ref = self.account_ref()
+        return queryset if account_ref is None else queryset.filter(account_ref=account_ref)
 
 
 @admin.register(AuditEvent)

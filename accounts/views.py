@@ -8,13 +8,13 @@ the API's own work against it.
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
+from config.api_input import ApiView
 from orgs.permissions import HasApiKey
 from sandboxes.serializers import SandboxErrorResponseSerializer
 
 
-class PingView(APIView):
+class PingView(ApiView):
     permission_classes = [HasApiKey]
 
     @extend_schema(

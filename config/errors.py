@@ -1,9 +1,10 @@
 """Every error of the API as JSON: `{"status": "error", "error": "..."}`.
 
 DRF's exceptions go through `api_exception_handler`; what Django answers
-itself (an unknown path, an unhandled error) goes through the `handler404` and
-`handler500` views below, which answer JSON for the API and leave the admin's
-HTML pages as they are.
+itself (an unknown path, an unhandled error, a failed CSRF check) goes through
+the `handler400/403/404/500` views and `csrf_failure` below, which answer JSON
+for the API and /healthz (`is_api_path`: also with a doubled slash, `//api/…`)
+and leave the admin's HTML pages as they are.
 
 A database that does not answer (connection refused, lost, timed out) is not
 a bug of ours: wherever it surfaces in a request, the answer is a quick 503
@@ -12,18 +13,21 @@ connects again by itself (CONN_HEALTH_CHECKS).
 """
 
 import logging
+import re
 import sys
 
 from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse, JsonResponse
-from django.views import defaults
+from django.views import csrf, defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler
 
 logger = logging.getLogger(__name__)
 
-JSON_PATH_PREFIXES = ("/api/", "/healthz")
+# /api, /api/…, /healthz…, however many slashes a client puts first.
+_JSON_PATH = re.compile(r"^/*(api(/|$)|healthz)")
 MISSING_KEY_MESSAGE = "Missing API key: send it in the x-api-key header or as 'Authorization: Bearer <key>'"
 DATABASE_UNAVAILABLE_MESSAGE = "The database is not answering; try again shortly"
 DATABASE_ERRORS = (OperationalError, InterfaceError)
@@ -35,13 +39,32 @@ def error_body(message: str, **extra) -> dict:
 
 
 def _validation_body(detail) -> dict:
-    """`missing_fields` names each field at fault, as the reference API does."""
-    if isinstance(detail, dict):
-        fields = [name for name in detail if name != "non_field_errors"]
-        messages = [f"{name}: {_first_message(value)}" if name != "non_field_errors" else _first_message(value)
-                    for name, value in detail.items()]
-        return error_body("; ".join(messages), missing_fields=fields or ["body"])
-    return error_body(_first_message(detail), missing_fields=["body"])
+    """Name the fields at fault: `missing_fields` (required, not sent) and `invalid_fields` (sent, but wrong).
+
+    `invalid_fields` holds the body fields and query parameters that are not
+    valid or not taken at all, and `body` for a body that is not a JSON object.
+    """
+    if not isinstance(detail, dict):
+        return error_body(_first_message(detail), invalid_fields=["body"])
+    fields = [name for name in detail if name != api_settings.NON_FIELD_ERRORS_KEY]
+    missing = [name for name in fields if _first_code(detail[name]) == "required"]
+    invalid = [name for name in fields if name not in missing]
+    if len(fields) < len(detail):
+        invalid.append("body")
+    messages = [_first_message(value) if name == api_settings.NON_FIELD_ERRORS_KEY
+                else f"{name}: {_first_message(value)}" for name, value in detail.items()]
+    body = error_body("; ".join(messages))
+    if missing:
+        body["missing_fields"] = missing
+    if invalid:
+        body["invalid_fields"] = invalid
+    return body
+
+
+def _first_code(value) -> str | None:
+    while isinstance(value, (list, tuple)) and value:
+        value = value[0]
+    return getattr(value, "code", None)
 
 
 def _first_message(value) -> str:
@@ -91,8 +114,13 @@ def api_exception_handler(exc, context):
     return response
 
 
+def is_api_path(path: str) -> bool:
+    """Whether Django's own answers to the path must be JSON: the API's and /healthz's."""
+    return bool(_JSON_PATH.match(path))
+
+
 def _wants_json(request) -> bool:
-    return request.path.startswith(JSON_PATH_PREFIXES)
+    return is_api_path(request.path)
 
 
 def not_found(request, exception=None):
@@ -110,6 +138,20 @@ def server_error(request):
     if _wants_json(request):
         return JsonResponse(error_body("Internal server error"), status=500)
     return defaults.server_error(request)
+
+
+def permission_denied(request, exception=None):
+    if _wants_json(request):
+        return JsonResponse(error_body("Forbidden"), status=403)
+    return defaults.permission_denied(request, exception)
+
+
+def csrf_failure(request, reason=""):
+    """CSRF_FAILURE_VIEW. The API takes no cookies (keys travel in headers), and its views are exempt;
+    should a request under /api/ meet the check anyway, its answer is JSON, not Django's HTML page."""
+    if _wants_json(request):
+        return JsonResponse(error_body(f"CSRF check failed: {reason}"), status=403)
+    return csrf.csrf_failure(request, reason)
 
 
 def bad_request(request, exception=None):

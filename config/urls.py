@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts.views import PingView
@@ -13,10 +14,14 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/ping", PingView.as_view(), name="ping"),
     path("api/", include("sandboxes.urls")),
-    # Any other API path: a JSON 404 even with DEBUG on (Django's debug 404 page is HTML).
-    re_path(r"^api/", not_found),
+    # Any other API path (with a trailing slash, a doubled one, any method): a JSON 404, even with DEBUG on
+    # (Django's debug 404 page is HTML) and without a CSRF token (the API takes no cookies: the check's
+    # answer would be Django's HTML 403 page).
+    re_path(r"^(?:/*)api(/|$)", csrf_exempt(not_found)),
+    re_path(r"^(?:/*)healthz", csrf_exempt(not_found)),
 ]
 
 handler400 = "config.errors.bad_request"
+handler403 = "config.errors.permission_denied"
 handler404 = "config.errors.not_found"
 handler500 = "config.errors.server_error"

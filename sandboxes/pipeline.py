@@ -11,10 +11,14 @@ Steps, each recorded on the run as it starts and ends:
                       snapshot is deleted once nothing points at it)
 6. shutdown           always, whatever happened before
 
-A failure marks the run FAILED with a sentence that names the step, and takes
-away what this run made: the repository it created (never one it reused) and
+A failure marks the run FAILED with a sentence that names the step (and
+leaves the run's current step on it), and takes away what this run made: the repository it created (never one it reused) and
 the snapshot it took but did not save. The Snapshot row only ever points at a
 snapshot that exists.
+
+What a client reads of a run (its error, its steps' details, its output) says
+what failed in the service's words; the raw detail of a failure (git's output,
+the folders of this host, an unexpected exception) goes to the log.
 """
 
 import logging
@@ -58,7 +62,9 @@ class RunCanceled(Exception):
 
 
 class StepFailed(Exception):
-    pass
+    def __init__(self, message: str, *, step: str):
+        super().__init__(message)
+        self.step = step
 
 
 @dataclass
@@ -95,15 +101,20 @@ class StepRecorder:
         try:
             yield outcome
         except ProviderError as exc:
+            logger.warning("Setup run %s: step %s failed: %s%s", self.run.pk, name, exc,
+                           f"\n{exc.detail}" if exc.detail else "")
             entry.update(ok=False, detail=str(exc))
-            raise StepFailed(f"{STEP_LABELS[name]} failed: {exc}") from exc
+            raise StepFailed(f"{STEP_LABELS[name]} failed: {exc}", step=name) from exc
         except RunCanceled:
             entry.update(ok=False, detail="Canceled")
             raise
         except Exception as exc:
             logger.exception("Setup run %s: unexpected error in step %s", self.run.pk, name)
-            entry.update(ok=False, detail=f"Unexpected error ({type(exc).__name__})")
-            raise StepFailed(f"{STEP_LABELS[name]} failed unexpectedly ({type(exc).__name__}: {exc})") from exc
+            entry.update(ok=False, detail="Unexpected error")
+            raise StepFailed(
+                f"{STEP_LABELS[name]} failed unexpectedly (an error in the service; its log has the details)",
+                step=name,
+            ) from exc
         else:
             entry.update(ok=True, detail=outcome["detail"])
         finally:
@@ -137,7 +148,7 @@ def _ensure_repository(context: SetupContext) -> str:
 def _starter_files() -> dict[str, bytes]:
     root = Path(settings.SANDBOX_TEMPLATE_DIR)
     if not root.is_dir():
-        raise SandboxBackendError(f"The starter layout folder {root} (SANDBOX_TEMPLATE_DIR) does not exist")
+        raise SandboxBackendError("The starter layout folder (SANDBOX_TEMPLATE_DIR) does not exist", detail=str(root))
     return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
 
 
@@ -273,7 +284,7 @@ def setup_run_execute(*, run_id: str, task_id: str = "") -> None:
         return
     context = SetupContext(run=run, backend=get_sandbox_backend(), git_host=get_git_host())
     steps = StepRecorder(run)
-    error, canceled = "", False
+    error, failed_step, canceled = "", "", False
     try:
         for name, action in STEPS:
             _raise_if_canceled(run)
@@ -282,8 +293,11 @@ def setup_run_execute(*, run_id: str, task_id: str = "") -> None:
     except RunCanceled:
         canceled = True
     except StepFailed as exc:
-        error = str(exc)
+        error, failed_step = str(exc), exc.step
     shutdown_error = _shutdown(context, steps)
+    if failed_step:
+        # The step that failed, not the shutdown that always follows it.
+        run.current_step = failed_step
 
     if error or canceled:
         problems = undo_run_resources(

@@ -2,6 +2,7 @@
 
 from rest_framework import serializers
 
+from config.api_input import QuerySerializer, StrictSerializer
 from sandboxes.models import SetupRun
 
 
@@ -19,8 +20,8 @@ class UUIDStringField(serializers.UUIDField):
         return super().to_internal_value(data)
 
 
-class AccountTargetSerializer(serializers.Serializer):
-    default_error_messages = {"invalid": "The request body must be a JSON object, not {datatype}."}
+class AccountTargetSerializer(StrictSerializer):
+    """Optional account targeting; no other field is taken."""
 
     account_id = UUIDStringField(
         required=False,
@@ -62,14 +63,25 @@ class SandboxErrorResponseSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=["error"], required=False)
     error = serializers.CharField()
     missing_fields = serializers.ListField(
-        child=serializers.CharField(), required=False, help_text="The request fields at fault."
+        child=serializers.CharField(), required=False, help_text="Required request fields that were not sent."
+    )
+    invalid_fields = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="Request fields or query parameters that were sent but are not valid or not taken "
+        "(`body` for a body that is not a JSON object).",
     )
 
 
-class RunsQuerySerializer(serializers.Serializer):
-    runId = serializers.CharField(required=False, max_length=40)
-    account_id = serializers.UUIDField(required=False)
-    limit = serializers.IntegerField(required=False, min_value=1, max_value=100, default=20)
+class RunsQuerySerializer(QuerySerializer):
+    """The query parameters of GET /api/tasks/runs (the schema documents them from here)."""
+
+    runId = serializers.CharField(required=False, max_length=40,
+                                  help_text="A run id (run_…); answers that run alone.")
+    account_id = serializers.UUIDField(required=False,
+                                       help_text="Recent runs of this account (default: the key's own).")
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=100, default=20,
+                                     help_text="How many recent runs, 1 to 100 (default 20).")
 
 
 class RunStepSerializer(serializers.Serializer):

@@ -37,12 +37,29 @@ STALE_RUN_ERROR = (
     "The worker running this setup stopped before it finished (no result after {seconds} s); "
     "start the setup again"
 )
+QUEUE_FAILED_ERROR = "Could not queue the setup: the queue broker did not answer; start the setup again"
 Action = AuditEvent.Action
 Outcome = AuditEvent.Outcome
 
 
 class SandboxDeleteError(Exception):
     """Deleting failed part way; nothing was removed from the database, and repeating finishes the job."""
+
+
+class AccountInactive(Exception):
+    """The account is inactive: its keys are refused, so nobody could use its sandbox; it gets no setup.
+
+    The one rule for every way in: POST /api/sandboxes/setup and DELETE
+    /api/sandboxes with an account_id (403), and the admin's "Run setup again"
+    (the account is skipped and named).
+    """
+
+    reason = "the account is inactive"
+
+
+def _refuse_inactive(account: Account) -> None:
+    if not account.is_active:
+        raise AccountInactive(account)
 
 
 # --- setup ------------------------------------------------------------------------
@@ -61,10 +78,10 @@ def _enqueue(run_id: str) -> None:
     broker = {"broker": _redis_broker()} if settings.REDIS_URL else {}
     try:
         task_id = async_task("sandboxes.tasks.run_setup", run_id, task_name=f"setup-sandbox {run_id}", **broker)
-    except Exception as exc:  # the broker is down: the run must not wait for ever
+    except Exception:  # the broker is down: the run must not wait for ever (the log has the broker's error)
         logger.exception("Could not queue setup run %s", run_id)
         SetupRun.objects.filter(pk=run_id, status=SetupRun.Status.QUEUED).update(
-            status=SetupRun.Status.FAILED, finished_at=timezone.now(), error=f"Could not queue the setup: {exc}"
+            status=SetupRun.Status.FAILED, finished_at=timezone.now(), error=QUEUE_FAILED_ERROR
         )
         return
     logger.info("Queued setup run %s as django-q2 task %s", run_id, task_id)
@@ -76,7 +93,9 @@ def setup_run_start(*, account: Account, actor: Actor) -> SetupRun:
     The database allows one active run per account (a conditional unique
     constraint), so concurrent requests agree on one run. The request is
     recorded in the audit trail either way: with a new run, in its transaction.
+    Raises AccountInactive for an inactive account.
     """
+    _refuse_inactive(account)
     for _attempt in range(3):
         stale_before = _stale_cutoff()
         run, created = SetupRun.objects.create_unless_active(
@@ -159,10 +178,11 @@ def setup_runs_start(*, accounts: Sequence[Account], actor: Actor) -> list[Setup
     )
     starts = []
     for account in accounts:
-        if not account.is_active:
-            starts.append(SetupStart(account=account, skipped="the account is inactive"))
+        try:
+            run = setup_run_start(account=account, actor=actor)
+        except AccountInactive:
+            starts.append(SetupStart(account=account, skipped=AccountInactive.reason))
             continue
-        run = setup_run_start(account=account, actor=actor)
         starts.append(SetupStart(account=account, run=run, started=run.pk not in active_before))
     return starts
 
@@ -358,8 +378,11 @@ def sandbox_delete(*, account: Account, actor: Actor) -> Snapshot | None:
 
     Returns the Snapshot row as it was, or None where the account had none
     (or a concurrent delete removed it first). Raises SandboxDeleteError, with
-    the row left in place, if the git host or the backend fails.
+    the row left in place, if the git host or the backend fails, and
+    AccountInactive for an inactive account (bulk deletes and the admin's
+    revoke, which clean up after inactive accounts, use sandboxes_delete).
     """
+    _refuse_inactive(account)
     [deletion] = sandboxes_delete(accounts=[account], actor=actor)
     if deletion.error:
         raise SandboxDeleteError(deletion.error)

@@ -1,17 +1,20 @@
 """The sandbox API: set up, delete, and follow setup runs.
 
 Each view validates with a serializer, resolves the target account through
-orgs/, calls one service or selector, and shapes the answer.
+orgs/, calls one service or selector, and shapes the answer. Every view is a
+config.api_input.ApiView and every request body a StrictSerializer: what an
+endpoint does not take (a query parameter, a misspelt field) is a 400, never
+ignored.
 """
 
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from accounts.audit import Actor
 from accounts.models import Account
+from config.api_input import ApiView
 from config.errors import error_body
 from orgs.access import ACCESS_DENIED_MESSAGE
 from orgs.permissions import MayActOnAccount
@@ -36,13 +39,14 @@ def _error(description: str) -> OpenApiResponse:
 
 COMMON_ERRORS = {
     401: _error("Unauthorized - invalid or missing API key"),
+    411: _error("Length required - a chunked body the server cannot read; send Content-Length"),
     413: _error("Request body too large"),
     415: _error("Unsupported media type - send application/json"),
     503: _error("The database is not answering; try again shortly (see Retry-After)"),
 }
 TARGET_ERRORS = {
     **COMMON_ERRORS,
-    403: _error("Forbidden - account_id is not reachable by the caller (or does not exist)"),
+    403: _error("Forbidden - account_id is not reachable by the caller (or does not exist), or is inactive"),
 }
 THROTTLED = {
     429: _error("Too many requests with this API key; Retry-After says when to try again"),
@@ -51,7 +55,7 @@ THROTTLED = {
 }
 
 
-class TargetAccountView(APIView):
+class TargetAccountView(ApiView):
     """A view that acts on one account: the key's own, or the body's account_id."""
 
     permission_classes = [MayActOnAccount]
@@ -72,6 +76,10 @@ class TargetAccountView(APIView):
         return self.target_account(request, serializer.validated_data.get("account_id"))
 
 
+def _inactive(account: Account) -> PermissionDenied:
+    return PermissionDenied(f"The account {account.pk} is inactive")
+
+
 class SetupSandboxView(TargetAccountView):
     throttle_scope = "setup"  # accounts/throttling.py
 
@@ -86,7 +94,8 @@ class SetupSandboxView(TargetAccountView):
         request=SetupSandboxRequestSerializer,
         responses={
             200: OpenApiResponse(SetupSandboxResponseSerializer, description="Setup task triggered successfully"),
-            400: _error("Bad request - invalid account_id format"),
+            400: _error("Bad request - invalid account_id format, a field or query parameter the endpoint does not "
+                         "take, or a body that cannot be read"),
             **TARGET_ERRORS,
             **THROTTLED,
         },
@@ -94,7 +103,10 @@ class SetupSandboxView(TargetAccountView):
     )
     def post(self, request):
         account = self.validated_target(request, SetupSandboxRequestSerializer)
-        run = services.setup_run_start(account=account, actor=Actor.from_api_request(request))
+        try:
+            run = services.setup_run_start(account=account, actor=Actor.from_api_request(request))
+        except services.AccountInactive:
+            raise _inactive(account) from None
         return Response({"status": "success", "runId": run.pk})
 
 
@@ -113,7 +125,8 @@ class SandboxView(TargetAccountView):
         request=DeleteSandboxRequestSerializer,
         responses={
             200: OpenApiResponse(DeleteSandboxResponseSerializer, description="Sandbox deleted successfully"),
-            400: _error("Bad request - failed to delete sandbox, or invalid account_id"),
+            400: _error("Bad request - failed to delete sandbox, invalid account_id, a field or query parameter the "
+                         "endpoint does not take, or a body that cannot be read"),
             **TARGET_ERRORS,
             **THROTTLED,
         },
@@ -125,11 +138,15 @@ class SandboxView(TargetAccountView):
             snapshot = services.sandbox_delete(account=account, actor=Actor.from_api_request(request))
         except services.SandboxDeleteError as exc:
             return Response(error_body(str(exc)), status=status.HTTP_400_BAD_REQUEST)
+        except services.AccountInactive:
+            raise _inactive(account) from None
         deleted = UpdateSnapshotResponseSerializer(snapshot).data if snapshot is not None else None
         return Response({"status": "success", "deleted_snapshot": deleted})
 
 
 class RunsView(TargetAccountView):
+    query_serializers = {"GET": RunsQuerySerializer}
+
     @extend_schema(
         operation_id="list_runs",
         summary="Setup runs: one by id, or the most recent",
@@ -137,11 +154,7 @@ class RunsView(TargetAccountView):
             "With runId, that run alone (404 if the caller may not act on its account, as for a run that does "
             "not exist). Without it, the most recent runs of the key's own account, or of account_id."
         ),
-        parameters=[
-            OpenApiParameter("runId", str, description="A run id (run_…); answers that run alone."),
-            OpenApiParameter("account_id", str, description="Recent runs of this account (default: the key's own)."),
-            OpenApiParameter("limit", int, description="How many recent runs, 1 to 100 (default 20)."),
-        ],
+        parameters=[RunsQuerySerializer],  # the parameters it takes are the ones it documents
         responses={
             200: OpenApiResponse(RunsResponseSerializer, description="The runs"),
             400: _error("Bad request - invalid query parameter"),
@@ -151,15 +164,13 @@ class RunsView(TargetAccountView):
         tags=["runs"],
     )
     def get(self, request):
-        query = RunsQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        run_id = query.validated_data.get("runId")
+        run_id = self.query.get("runId")
         if run_id:
             run = selectors.setup_run_visible_to(key=request.auth, run_id=run_id)
             if run is None:
                 raise NotFound(f"No run {run_id}")
             runs = [run]
         else:
-            account = self.target_account(request, query.validated_data.get("account_id"))
-            runs = selectors.setup_runs_recent(account=account, limit=query.validated_data["limit"])
+            account = self.target_account(request, self.query.get("account_id"))
+            runs = selectors.setup_runs_recent(account=account, limit=self.query["limit"])
         return Response({"status": "success", "runs": RunSerializer(runs, many=True).data})

@@ -405,7 +405,7 @@ def test_delete_200_with_no_snapshot_answers_null_and_keeps_the_contract(contrac
 def test_delete_400_for_a_bad_account_id_keeps_the_contract(contract, schema, people, api):
     body = assert_answer_keeps_the_contract(contract, schema, api.delete(people.alice.key, body={"account_id": "x"}),
                                             path=DELETE, method="delete", code=400)
-    assert body["missing_fields"] == ["account_id"]
+    assert body["invalid_fields"] == ["account_id"]
 
 
 def test_delete_400_when_the_git_host_fails_keeps_the_contract(contract, schema, people, api):

@@ -16,7 +16,25 @@ REPOSITORY_SLUG_LENGTH = 50
 
 
 class ProviderError(Exception):
-    """An outside system failed; the message is fit to show to a user."""
+    """An outside system failed.
+
+    The message is fit to show to a client: it says what failed in the
+    service's words, never a path of this host or a program's raw output.
+    What the operator needs beside it (the folder, git's stderr) is `detail`,
+    which goes to the log only.
+    """
+
+    def __init__(self, message: str, *, detail: str = ""):
+        super().__init__(message)
+        self.detail = detail
+
+
+def os_reason(exc: OSError) -> str:
+    """The reason of an OSError without its file names ("Permission denied", not "[Errno 13] …: '/var/…'")."""
+    if exc.strerror:
+        return exc.strerror
+    text = str(exc)  # an OSError raised with a message of its own ("Cannot call rmtree on a symbolic link")
+    return text if text and "/" not in text else type(exc).__name__
 
 
 class SandboxBackendError(ProviderError):

@@ -9,7 +9,13 @@ import secrets
 import shutil
 from pathlib import Path
 
-from sandboxes.providers.base import EnsuredRepository, GitHostError, PushTarget, Repository
+from sandboxes.providers.base import (
+    EnsuredRepository,
+    GitHostError,
+    PushTarget,
+    Repository,
+    os_reason,
+)
 from sandboxes.providers.process import run_command
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -38,7 +44,7 @@ class LocalGitHost:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise GitHostError(f"Could not create the git root {self.root}: {exc.strerror or exc}") from None
+            raise GitHostError(f"Could not create the git root (GIT_ROOT): {os_reason(exc)}", detail=str(exc)) from None
         run_command(
             ["git", "init", "--bare", "--quiet", "--initial-branch=main", str(path)],
             cwd=self.root,
@@ -49,7 +55,7 @@ class LocalGitHost:
             (path / "description").write_text(description + "\n")
         except OSError as exc:
             shutil.rmtree(path, ignore_errors=True)
-            raise GitHostError(f"Could not write to repository {name}: {exc.strerror or exc}") from None
+            raise GitHostError(f"Could not write to repository {name}: {os_reason(exc)}", detail=str(exc)) from None
         return EnsuredRepository(repository=self._repository(path), created=True)
 
     def list_repositories(self, *, account_id) -> list[Repository]:
@@ -76,12 +82,12 @@ class LocalGitHost:
         except FileNotFoundError:
             return False
         except OSError as exc:
-            raise GitHostError(f"Could not delete repository {path.resolve().as_uri()}: {exc.strerror or exc}") from None
+            raise GitHostError(f"Could not delete repository {name}: {os_reason(exc)}", detail=str(exc)) from None
         try:
             shutil.rmtree(doomed)
         except OSError as exc:
             doomed.rename(path)  # back where it was, for a repeat to find
-            raise GitHostError(f"Could not delete repository {path.resolve().as_uri()}: {exc.strerror or exc}") from None
+            raise GitHostError(f"Could not delete repository {name}: {os_reason(exc)}", detail=str(exc)) from None
         return True
 
     def push_target(self, *, repository: Repository) -> PushTarget:

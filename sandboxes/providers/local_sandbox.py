@@ -18,7 +18,7 @@ import tarfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from sandboxes.providers.base import CommandResult, SandboxBackendError, SnapshotInfo
+from sandboxes.providers.base import CommandResult, SandboxBackendError, SnapshotInfo, os_reason
 from sandboxes.providers.process import run_command
 
 CHUNK = 1024 * 1024
@@ -68,7 +68,8 @@ class LocalSandboxBackend:
             (sandbox_dir / "home").mkdir()
         except OSError as exc:
             shutil.rmtree(sandbox_dir, ignore_errors=True)
-            raise SandboxBackendError(f"Could not create a sandbox under {self.root}: {exc.strerror or exc}") from None
+            raise SandboxBackendError(f"Could not create a sandbox under SANDBOX_ROOT: {os_reason(exc)}",
+                                      detail=str(exc)) from None
         return sandbox_id
 
     def write_files(self, sandbox_id: str, files: Mapping[str, bytes]) -> None:
@@ -81,7 +82,7 @@ class LocalSandboxBackend:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(content)
             except OSError as exc:
-                raise SandboxBackendError(f"Could not write {relative}: {exc.strerror or exc}") from None
+                raise SandboxBackendError(f"Could not write {relative}: {os_reason(exc)}", detail=str(exc)) from None
 
     def run(self, sandbox_id: str, argv: list[str], *, env: Mapping[str, str] | None = None) -> CommandResult:
         workspace = self._workspace(sandbox_id)
@@ -109,7 +110,7 @@ class LocalSandboxBackend:
             for leftover in (partial, self._checksum_file(snapshot_id)):
                 with contextlib.suppress(OSError):
                     leftover.unlink(missing_ok=True)
-            raise SandboxBackendError(f"Could not write snapshot {snapshot_id}: {exc.strerror or exc}") from None
+            raise SandboxBackendError(f"Could not write snapshot {snapshot_id}: {os_reason(exc)}", detail=str(exc)) from None
         return SnapshotInfo(snapshot_id=snapshot_id, checksum=checksum, size_bytes=archive.stat().st_size)
 
     def restore(self, snapshot_id: str) -> str:
@@ -120,7 +121,7 @@ class LocalSandboxBackend:
             expected = self._checksum_file(snapshot_id).read_text().strip()
         except OSError as exc:
             raise SandboxBackendError(
-                f"Snapshot {snapshot_id} cannot be checked (its checksum: {exc.strerror or exc})"
+                f"Snapshot {snapshot_id} cannot be checked (its checksum: {os_reason(exc)})", detail=str(exc)
             ) from None
         if _sha256(archive) != expected:
             raise SandboxBackendError(f"Snapshot {snapshot_id} is damaged (checksum mismatch)")
@@ -130,7 +131,8 @@ class LocalSandboxBackend:
                 tar.extractall(self._workspace(sandbox_id), filter="data")
         except (OSError, tarfile.TarError) as exc:
             self.stop(sandbox_id)
-            raise SandboxBackendError(f"Could not restore snapshot {snapshot_id}: {exc}") from None
+            reason = os_reason(exc) if isinstance(exc, OSError) else "the archive cannot be read"
+            raise SandboxBackendError(f"Could not restore snapshot {snapshot_id}: {reason}", detail=str(exc)) from None
         return sandbox_id
 
     def _checksum_file(self, snapshot_id: str) -> Path:
@@ -150,7 +152,7 @@ class LocalSandboxBackend:
             archive.unlink(missing_ok=True)
             self._checksum_file(snapshot_id).unlink(missing_ok=True)
         except OSError as exc:
-            raise SandboxBackendError(f"Could not delete snapshot {snapshot_id}: {exc.strerror or exc}") from None
+            raise SandboxBackendError(f"Could not delete snapshot {snapshot_id}: {os_reason(exc)}", detail=str(exc)) from None
         return existed
 
     def stop(self, sandbox_id: str) -> None:
@@ -160,4 +162,4 @@ class LocalSandboxBackend:
         except FileNotFoundError:
             return
         except OSError as exc:
-            raise SandboxBackendError(f"Could not shut sandbox {sandbox_id} down: {exc.strerror or exc}") from None
+            raise SandboxBackendError(f"Could not shut sandbox {sandbox_id} down: {os_reason(exc)}", detail=str(exc)) from None

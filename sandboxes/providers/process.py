@@ -8,7 +8,7 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-from sandboxes.providers.base import CommandResult, ProviderError
+from sandboxes.providers.base import CommandResult, ProviderError, os_reason
 
 BASE_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -28,17 +28,21 @@ def run_command(
     error: type[ProviderError],
     env: Mapping[str, str] | None = None,
 ) -> CommandResult:
-    """Run argv in cwd; raise `error` with a readable message if it fails or times out."""
+    """Run argv in cwd; raise `error` with a readable message if it fails or times out.
+
+    The message names the command (`git push`) and its exit status; its output,
+    which names this host's folders, is the error's `detail`, for the log.
+    """
     full_env = {**BASE_ENV, "HOME": str(cwd), **(env or {})}
     try:
         completed = subprocess.run(
             argv, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, check=False
         )
     except subprocess.TimeoutExpired:
-        raise error(f"`{' '.join(argv[:2])}` did not finish within {timeout:g} s") from None
+        raise error(f"`{' '.join(argv[:2])}` did not finish within {timeout:g} s", detail=f"in {cwd}") from None
     except OSError as exc:
-        raise error(f"`{argv[0]}` could not be started: {exc.strerror or exc}") from None
+        raise error(f"`{argv[0]}` could not be started: {os_reason(exc)}", detail=f"{exc} (in {cwd})") from None
     if completed.returncode != 0:
-        detail = (completed.stderr or completed.stdout).strip()[-STDERR_TAIL:]
-        raise error(f"`{' '.join(argv[:2])}` failed with exit status {completed.returncode}: {detail}")
+        output = (completed.stderr or completed.stdout).strip()[-STDERR_TAIL:]
+        raise error(f"`{' '.join(argv[:2])}` failed with exit status {completed.returncode}", detail=output)
     return CommandResult(exit_code=completed.returncode, stdout=completed.stdout, stderr=completed.stderr)

@@ -14,7 +14,9 @@ Pat holds the personal, organization (of Beta), revoked and expired keys;
 Sid, a member of the staff organization, the staff key; Ina, whose account is
 inactive, the last one. Seen from the key's holder, Amy shares an
 organization in which the holder is an owner, Ben one in which the holder is
-a plain member, and Gus none.
+a plain member, and Gus none. A key that reaches Ina still sets up and
+deletes nothing of hers (403, as the admin's "Run setup again" skips her),
+and may read her runs.
 
 Every account starts with a snapshot record, a repository on the (local) git
 host and a completed setup run. Each cell asserts the status code and body,
@@ -56,9 +58,10 @@ class KeyKind:
 
 OWN = frozenset({"none_given", "self"})
 KEY_KINDS = {
-    "personal": KeyKind("pat", True, OWN | {"same_org_as_owner"}),
-    "organization": KeyKind("pat", True, OWN | {"same_org_as_member"}),  # a key of Beta, held by Pat
-    "staff_member": KeyKind("sid", True, OWN | {"same_org_as_owner", "same_org_as_member", "other_org"}),
+    "personal": KeyKind("pat", True, OWN | {"same_org_as_owner", "inactive"}),
+    "organization": KeyKind("pat", True, OWN | {"same_org_as_member", "inactive"}),  # a key of Beta, held by Pat
+    "staff_member": KeyKind("sid", True,
+                            OWN | {"same_org_as_owner", "same_org_as_member", "other_org", "inactive"}),
     "revoked": KeyKind("pat", False, frozenset()),
     "expired": KeyKind("pat", False, frozenset()),
     "owner_inactive": KeyKind("ina", False, frozenset()),
@@ -74,6 +77,7 @@ RELATIONS = {
     "same_org_as_member": "ben",
     "same_org_as_owner": "amy",
     "other_org": "gus",
+    "inactive": "ina",  # reachable by every usable key, but inactive
     "non_existent": "nobody",
     "not_a_uuid": "not-a-uuid",
 }
@@ -89,6 +93,8 @@ def expected_status(kind: str, relation: str, endpoint: str) -> int:
         # A run id is not a UUID: an unknown one is a run the caller cannot see.
         return 404 if endpoint == "run_by_id" else 400
     if relation in KEY_KINDS[kind].reaches:
+        if relation == "inactive" and endpoint in ("setup", "delete"):
+            return 403
         return 200
     return 404 if endpoint == "run_by_id" else 403
 
@@ -146,7 +152,7 @@ def bare_repository(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def world(db, settings, bare_repository) -> World:
-    """The world of the module docstring, in a few bulk inserts (252 cells each build one)."""
+    """The world of the module docstring, in a few bulk inserts (288 cells each build one)."""
     now = timezone.now()
     organizations = {
         name: Organization(name=name.title(), slug=name, is_staff=name == "staff")
@@ -268,7 +274,9 @@ def test_cell_answers_as_the_rules_say_and_changes_nothing_out_of_reach(world, a
         assert body["status"] == "success", body
     else:
         assert body["status"] == "error" and body["error"], body
-    if expected == 403:
+    if expected == 403 and relation == "inactive":
+        assert body["error"] == f"The account {target.pk} is inactive"
+    elif expected == 403:
         assert body["error"] == ACCESS_DENIED_MESSAGE  # the same whether the account exists or not
     if expected == 404:
         assert body["error"].startswith("No run ")
@@ -304,7 +312,7 @@ def _assert_target_changed_as_asked(endpoint: str, target: Account, before: dict
 
 
 def test_the_matrix_covers_every_kind_relation_and_endpoint():
-    assert len(CELLS) == len(KEY_KINDS) * len(RELATIONS) * len(ENDPOINTS) == 252
+    assert len(CELLS) == len(KEY_KINDS) * len(RELATIONS) * len(ENDPOINTS) == 288
 
 
 def test_the_matrix_has_allowed_and_denied_cells_for_every_usable_kind():

@@ -158,6 +158,7 @@ def test_a_git_host_failure_answers_400_keeps_the_row_and_a_repeat_finishes_the_
         f"Failed to delete repository {repository_name(account)}: Could not delete"
     )
     assert "symbolic link" in body["error"]
+    assert str(tmp_path) not in body["error"]  # the repository by its name, never a folder of this host
     assert Snapshot.objects.get(account=account).snapshot_id == snapshot.snapshot_id
     assert all(path.is_file() for path in snapshot_files(snapshot.snapshot_id))
     assert moved.is_dir()

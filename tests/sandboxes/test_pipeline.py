@@ -98,6 +98,17 @@ def assert_failed_at(run: SetupRun, name: str, sentence: str):
     assert run.finished_at is not None
     done = [entry["name"] for entry in run.steps if entry["ok"]]
     assert done == ALL_STEPS[: ALL_STEPS.index(name)] + (["shutdown"] if run.sandbox_id else [])
+    assert run.current_step == name  # the step that failed, not the shutdown after it
+    assert_no_host_paths(run)
+
+
+def assert_no_host_paths(run: SetupRun):
+    """Nothing a client reads of the run names a folder of this host (the clone address aside)."""
+    readable = [run.error, *(entry["detail"] for entry in run.steps)]
+    roots = [str(Path(settings.SANDBOX_ROOT).parent), str(settings.SANDBOX_TEMPLATE_DIR)]
+    clone_address = repository_path(run.account).resolve().as_uri()  # the one address a client may read
+    for text in readable:
+        assert not any(root in text.replace(clone_address, "") for root in roots), text
 
 
 def assert_nothing_half_made(account):
@@ -241,16 +252,17 @@ def test_a_repository_that_cannot_be_created_fails_the_run_and_a_retry_completes
 
 
 def test_a_rejected_push_fails_the_run_and_never_deletes_a_repository_that_existed_before(
-    people, api, run_queued_setups
+    people, api, run_queued_setups, caplog
 ):
     repository = make_bare_repository(repository_path(people.alice.account))
     hook = reject_pushes(repository)
 
     run = set_up(api, people.alice, run_queued_setups)
 
-    assert_failed_at(run, "provision", "Provisioning the sandbox failed: `git push` failed")
-    assert "pre-receive hook declined" in run.error
-    assert "pushes are closed for maintenance" in step(run, "provision")["detail"]
+    assert_failed_at(run, "provision", "Provisioning the sandbox failed: `git push` failed with exit status 1")
+    # git's own words name this host's folders: the log has them, the run does not.
+    assert "pushes are closed for maintenance" in caplog.text
+    assert_no_host_paths(run)
     assert step(run, "ensure_repository")["detail"].startswith("Reused")
     assert run.created_repository == ""
     assert git("--git-dir", repository, "rev-parse", "--is-bare-repository") == "true"
@@ -300,7 +312,7 @@ def test_the_client_reads_the_failure_as_a_sentence(people, api, run_queued_setu
     assert polled["error"].startswith(
         "Creating the repository failed: Could not create the git root"
     )
-    assert polled["metadata"]["currentStep"] == "shutdown"
+    assert polled["metadata"]["currentStep"] == "ensure_repository"  # the step that failed
     assert [(entry["name"], entry["ok"]) for entry in polled["metadata"]["steps"]] == [
         ("create_sandbox", True),
         ("ensure_repository", False),
@@ -564,3 +576,16 @@ def test_a_task_for_a_run_that_is_gone_does_nothing():
     run_setup("run_000000000000000000000000")
 
     assert sandbox_folders() == []
+
+
+def test_a_missing_starter_layout_fails_the_run_naming_the_setting_not_the_folder(
+    people, api, run_queued_setups, settings, tmp_path, caplog
+):
+    settings.SANDBOX_TEMPLATE_DIR = tmp_path / "starter-that-is-gone"
+
+    run = set_up(api, people.alice, run_queued_setups)
+
+    assert_failed_at(run, "provision", "Provisioning the sandbox failed: The starter layout folder "
+                                       "(SANDBOX_TEMPLATE_DIR) does not exist")
+    assert str(tmp_path) not in run.error
+    assert str(settings.SANDBOX_TEMPLATE_DIR) in caplog.text  # the operator finds the folder in the log
