@@ -22,6 +22,9 @@ ALLOWED_HOSTS = env.words("ALLOWED_HOSTS", "localhost 127.0.0.1 [::1]" if DEBUG 
 if not DEBUG and not ALLOWED_HOSTS:
     env.stop("ALLOWED_HOSTS is not set; list the host names the service answers to (DEBUG is off)")
 CSRF_TRUSTED_ORIGINS = env.words("CSRF_TRUSTED_ORIGINS")
+# Proxies in front of the service that append the client's address to
+# X-Forwarded-For (accounts/audit.py client_ip); 0 trusts no header at all.
+TRUSTED_PROXY_COUNT = env.integer("TRUSTED_PROXY_COUNT", 0, minimum=0)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
