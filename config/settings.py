@@ -18,9 +18,11 @@ DEBUG = env.flag("DEBUG", default=False)
 SECRET_KEY = env.secret("SECRET_KEY", debug=DEBUG, development_value="dev-secret-key-not-for-production")
 # HMAC pepper for API keys: a database dump alone cannot be used to check guessed keys.
 API_KEY_PEPPER = env.secret("API_KEY_PEPPER", debug=DEBUG, development_value="dev-api-key-pepper")
+env.announce_development_values([name for name in ("SECRET_KEY", "API_KEY_PEPPER") if DEBUG and not env.text(name)])
 ALLOWED_HOSTS = env.words("ALLOWED_HOSTS", "localhost 127.0.0.1 [::1]" if DEBUG else "")
 if not DEBUG and not ALLOWED_HOSTS:
-    env.stop("ALLOWED_HOSTS is not set; list the host names the service answers to (DEBUG is off)")
+    env.stop("ALLOWED_HOSTS is not set; list the host names the service answers to, or DEBUG=1 for development"
+             " (DEBUG is off)")
 CSRF_TRUSTED_ORIGINS = env.words("CSRF_TRUSTED_ORIGINS")
 # Proxies in front of the service that append the client's address to
 # X-Forwarded-For (accounts/audit.py client_ip); 0 trusts no header at all.
