@@ -10,6 +10,7 @@ from pathlib import Path
 import dj_database_url
 
 from config import environment as env
+from config import logs
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env.text("VAR_DIR") or BASE_DIR / "var")
@@ -146,6 +147,9 @@ Q_CLUSTER = {
     # again once the worker that held it would have been stopped. The pipeline
     # claims its run once, so a second delivery returns without doing anything.
     "retry": SETUP_RUN_TIMEOUT + 30,
+    # A task whose worker died (never acknowledged) is handed out once more;
+    # a failed task (a failed setup run raises, sandboxes/tasks.py) is
+    # acknowledged: it shows under the failed tasks and is never run again.
     "max_attempts": 2,
     "ack_failures": True,
     "catch_up": False,
@@ -215,15 +219,16 @@ CORS_ALLOW_ALL_ORIGINS = not CORS_ALLOWED_ORIGINS
 CORS_ALLOW_HEADERS = ("accept", "authorization", "content-type", "x-api-key", "x-request-id")
 CORS_EXPOSE_HEADERS = ("x-request-id", "retry-after")
 
-LOG_LEVEL = env.text("LOG_LEVEL", "INFO").upper()
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django_q": {"level": "WARNING" if LOG_LEVEL == "INFO" else LOG_LEVEL}},
-}
+LOG_LEVEL = env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")).upper()
+LOG_FORMAT = env.choice("LOG_FORMAT", "plain", ("plain", "json"))
+# django-q2 logs under the name "django-q" (django_q/conf.py): a line per task
+# picked up and done, and per worker started; only its warnings and errors
+# (a failed task) unless LOG_LEVEL=DEBUG.
+LOGGING = logs.logging_config(level=LOG_LEVEL, log_format=LOG_FORMAT, levels={
+    "django": LOG_LEVEL,
+    "django.server": LOG_LEVEL,
+    "django-q": "DEBUG" if LOG_LEVEL == "DEBUG" else "WARNING",
+})
 
 # --- HTTPS ----------------------------------------------------------------------
 # Production answers over HTTPS only, usually behind a proxy that terminates TLS

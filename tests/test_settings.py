@@ -159,6 +159,8 @@ def test_production_reads_the_secrets_and_hosts_it_is_given(base_env):
         ("SETUP_RUN_TIMEOUT", "5"),
         ("API_MAX_BODY_BYTES", "10"),
         ("QUEUE_WORKERS", "0"),
+        ("LOG_FORMAT", "xml"),
+        ("LOG_LEVEL", "loud"),
         ("SANDBOX_TEMPLATE_DIR", "/nonexistent/starter"),
     ],
 )
