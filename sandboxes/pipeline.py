@@ -27,8 +27,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.audit import WORKER, audit_record
-from config import logs
 from accounts.models import AuditEvent
+from config import logs
 from sandboxes.models import SetupRun, Snapshot
 from sandboxes.providers import get_git_host, get_sandbox_backend
 from sandboxes.providers.base import (

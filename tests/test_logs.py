@@ -21,8 +21,6 @@ import json
 import logging
 import os
 import sqlite3
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -31,17 +29,17 @@ from pathlib import Path
 import pytest
 
 from config.logs import ContextFilter, PlainFormatter, bind_request, run_context
-from tests.processes import REPO, Service, free_port, gunicorn_command, qcluster_command, start, wait_until_healthy
+from tests.processes import (
+    Service,
+    free_port,
+    gunicorn_command,
+    manage,
+    qcluster_command,
+    wait_until_healthy,
+)
 
 SETUP_REQUEST_ID = "logs-setup-alice"
 MISSING_REQUEST_ID = "logs-not-found"
-
-
-def manage(env: dict, *args: str) -> str:
-    completed = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True,
-                               text=True, timeout=180)
-    assert completed.returncode == 0, completed.stderr
-    return completed.stdout
 
 
 def json_lines(output: str) -> list[dict]:
@@ -69,11 +67,11 @@ def json_service(tmp_path):
            if name not in ("DATABASE_URL", "REDIS_URL", "QUEUE_NAME", "SANDBOX_ROOT", "GIT_ROOT", "LOG_LEVEL")}
     env.update(DJANGO_SETTINGS_MODULE="config.settings_test", VAR_DIR=str(var_dir), DEBUG="1",
                LOG_FORMAT="json", LOG_LEVEL="DEBUG", QUEUE_WORKERS="1", PYTHONUNBUFFERED="1")
-    manage({**env, "LOG_LEVEL": "WARNING"}, "migrate", "--noinput")
     quiet = {**env, "LOG_LEVEL": "WARNING"}
-    alice = manage(quiet, "create_account", "--name", "Alice", "--email", "alice@example.com").strip()
-    bob = manage(quiet, "create_account", "--name", "Bob", "--email", "bob@example.com").strip()
-    keys = {name: manage(quiet, "create_api_key", "--account", account).splitlines()[-1]
+    manage(quiet, "migrate", "--noinput")
+    alice = manage(quiet, "create_account", "--name", "Alice", "--email", "alice@example.com").stdout.strip()
+    bob = manage(quiet, "create_account", "--name", "Bob", "--email", "bob@example.com").stdout.strip()
+    keys = {name: manage(quiet, "create_api_key", "--account", account).stdout.splitlines()[-1]
             for name, account in (("alice", alice), ("bob", bob))}
     # Bob's repository cannot be made: a file stands where it would go.
     (var_dir / "git").mkdir(parents=True)

@@ -22,7 +22,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import free_port
+from tests.processes import free_port, manage
 
 REPO = Path(__file__).resolve().parents[1]
 README_MARKER = "<!-- organization-example"
@@ -143,13 +142,6 @@ def started(tmp_path, var_dir):
         run.kill()
 
 
-def manage(env: dict, *args: str) -> str:
-    completed = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True,
-                               text=True, timeout=120)
-    assert completed.returncode == 0, completed.stderr
-    return completed.stdout
-
-
 def organization_example(port: int) -> str:
     """The README's organization example, with the port of the test's server instead of 8000."""
     readme = (REPO / "README.md").read_text()
@@ -181,8 +173,9 @@ def test_make_run_migrates_serves_runs_setups_and_stops_on_ctrl_c(started, var_d
 
     # The README's walk-through: Alice with a key, then its organization example as typed.
     env = fresh_clone_environment(var_dir, DEBUG="1")
-    account = manage(env, "create_account", "--name", "Alice Example", "--email", "alice@example.com").strip()
-    key = manage(env, "create_api_key", "--account", account, "--name", "laptop").splitlines()[-1]
+    account = manage(env, "create_account", "--name", "Alice Example",
+                     "--email", "alice@example.com").stdout.strip()
+    key = manage(env, "create_api_key", "--account", account, "--name", "laptop").stdout.splitlines()[-1]
     example = subprocess.run(["bash", "-e", "-c", organization_example(port)], cwd=REPO,
                              env={**env, "ACCOUNT": account, "KEY": key}, capture_output=True, text=True, timeout=120)
     assert example.returncode == 0, run.report(f"the README's example failed: {example.stdout}{example.stderr}")
