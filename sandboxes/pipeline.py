@@ -322,7 +322,8 @@ def _finish(run: SetupRun, *, error: str, canceled: bool, output: dict | None) -
     fields = {"finished_at": timezone.now(), "steps": run.steps, "current_step": run.current_step}
     if canceled:
         SetupRun.objects.filter(pk=run.pk).update(error=error, **fields)
-        logger.info("Setup run %s for account %s: canceled %s", run.pk, run.account_id, error)
+        logger.info("Setup run %s for account %s was canceled%s", run.pk, run.account_id,
+                    f" ({error})" if error else "")
         return RunOutcome(SetupRun.Status.CANCELED, error)
     final = SetupRun.Status.FAILED if error else SetupRun.Status.COMPLETED
     with transaction.atomic():
