@@ -24,7 +24,7 @@ PORT ?= 8000
 run: install
 	@export DEBUG=$${DEBUG:-1}; \
 	$(PY) -m config.port_check 127.0.0.1 '$(PORT)' || exit 1; \
-	$(PY) manage.py migrate --noinput || exit 1; \
+	$(PY) manage.py migrate --noinput || { echo 'make run: the migrations failed (see above); neither the web server nor the worker was started' >&2; exit 1; }; \
 	$(PY) manage.py qcluster & worker=$$!; \
 	trap 'kill $$worker 2>/dev/null; wait $$worker' INT TERM EXIT; \
 	$(PY) manage.py runserver '127.0.0.1:$(PORT)'

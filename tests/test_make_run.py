@@ -248,6 +248,8 @@ def test_a_failed_migration_starts_neither_the_web_server_nor_the_worker(started
     # Each server says it uses development secrets as it starts; migrate does not.
     assert "WARNING: DEBUG is on" not in output, output
     assert "Starting development server" not in output, output
+    assert output.splitlines()[-2] == ("make run: the migrations failed (see above); neither the web server nor "
+                                       "the worker was started"), output
     assert group_is_gone(run.process.pid), group_members(run.process.pid)
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
