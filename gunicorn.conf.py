@@ -8,8 +8,8 @@ always does. https://docs.gunicorn.org/en/stable/settings.html#logconfig-dict
 
 from config import environment, logs
 
-if environment.choice("LOG_FORMAT", "plain", ("plain", "json")) == "json":
+if environment.choice("LOG_FORMAT", "plain", logs.FORMATS) == "json":
     logconfig_dict = logs.logging_config(
-        level=environment.text("LOG_LEVEL", "info").upper(), log_format="json",
+        level=environment.choice("LOG_LEVEL", "info", logs.LEVELS).upper(), log_format="json",
         levels={"gunicorn.error": "INFO", "gunicorn.access": "INFO"},
     )

@@ -20,6 +20,10 @@ from contextvars import ContextVar
 
 from django.core.signals import request_finished
 
+# The values LOG_LEVEL and LOG_FORMAT take (README.md, configuration).
+LEVELS = ("debug", "info", "warning", "error", "critical")
+FORMATS = ("plain", "json")
+
 _request_id: ContextVar[str] = ContextVar("request_id", default="")
 _run_id: ContextVar[str] = ContextVar("run_id", default="")
 

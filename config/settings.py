@@ -219,8 +219,8 @@ CORS_ALLOW_ALL_ORIGINS = not CORS_ALLOWED_ORIGINS
 CORS_ALLOW_HEADERS = ("accept", "authorization", "content-type", "x-api-key", "x-request-id")
 CORS_EXPOSE_HEADERS = ("x-request-id", "retry-after")
 
-LOG_LEVEL = env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")).upper()
-LOG_FORMAT = env.choice("LOG_FORMAT", "plain", ("plain", "json"))
+LOG_LEVEL = env.choice("LOG_LEVEL", "info", logs.LEVELS).upper()
+LOG_FORMAT = env.choice("LOG_FORMAT", "plain", logs.FORMATS)
 # django-q2 logs under the name "django-q" (django_q/conf.py): a line per task
 # picked up and done, and per worker started; only its warnings and errors
 # (a failed task) unless LOG_LEVEL=DEBUG.
