@@ -9,6 +9,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from uuid import UUID
 
+from django.conf import settings
+from ipware import get_client_ip
+
 from accounts.models import Account, ApiKey, AuditEvent
 
 
@@ -49,7 +52,26 @@ WORKER = Actor.command("worker")
 
 
 def client_ip(request) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
+    """The address of the client, as far as the proxies in front of the service (TRUSTED_PROXY_COUNT) vouch for it.
+
+    With no proxy the peer of the connection (REMOTE_ADDR) is the client and
+    X-Forwarded-For, which anyone can send, is ignored. Behind N proxies, each
+    appending the address it received the request from to X-Forwarded-For,
+    the client is the N-th address from the right; what stands left of it
+    came from the client and is ignored. django-ipware counts the proxies
+    listed after the client in the header; the last proxy is not listed there
+    (it is REMOTE_ADDR), hence N - 1. None when the header has fewer than N
+    addresses. https://github.com/un33k/django-ipware#proxy-count and
+    nginx's $proxy_add_x_forwarded_for:
+    https://nginx.org/en/docs/http/ngx_http_proxy_module.html#var_proxy_add_x_forwarded_for
+    """
+    proxies = settings.TRUSTED_PROXY_COUNT
+    if not proxies:
+        ip, _routable = get_client_ip(request, request_header_order=["REMOTE_ADDR"])
+    else:
+        ip, _routable = get_client_ip(request, proxy_count=proxies - 1, request_header_order=["HTTP_X_FORWARDED_FOR"],
+                                      strict=False)
+    return ip
 
 
 def request_id(request) -> str:

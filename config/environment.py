@@ -9,6 +9,7 @@ import os
 import re
 import sys
 from datetime import timedelta
+from pathlib import Path
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -108,14 +109,43 @@ def words(name: str, default: str = "") -> list[str]:
 
 
 def secret(name: str, *, debug: bool, development_value: str) -> str:
-    """A secret that production must set; with DEBUG on, a development value and a warning."""
+    """A secret that production must set; with DEBUG on, a development value (see `announce_development_values`)."""
     value = text(name)
     if value:
         return value
     if not debug:
-        stop(f"{name} is not set; set it to a long random value (DEBUG is off)")
-    warn(f"{name} is not set; using a development value (never do this in production)")
+        stop(f"{name} is not set; set it to a long random value, or DEBUG=1 for development (DEBUG is off)")
     return development_value
+
+
+# Marks a process tree that has shown the development warning: the children
+# of a server (runserver's reloaded child, the workers of qcluster) inherit
+# the environment and stay quiet.
+_ANNOUNCED = "SANDBOX_DEVELOPMENT_VALUES_ANNOUNCED"
+# The management commands that start a server; any other command is a
+# one-off that a user types (create_account, migrate, shell...).
+SERVER_COMMANDS = ("runserver", "qcluster")
+
+
+def starts_a_server(argv: list[str]) -> bool:
+    """Whether the process is a server (runserver, qcluster, gunicorn), not a one-off management command."""
+    if argv and Path(argv[0]).name in ("manage.py", "django-admin"):
+        return len(argv) > 1 and argv[1] in SERVER_COMMANDS
+    return True
+
+
+def announce_development_values(names: list[str], *, argv: list[str] | None = None) -> None:
+    """Warn once, in the server that starts, that these secrets have development values.
+
+    One line per started server, not one per secret, not again in the
+    processes it starts, and not from every management command.
+    """
+    if not names or os.environ.get(_ANNOUNCED) or not starts_a_server(sys.argv if argv is None else argv):
+        return
+    os.environ[_ANNOUNCED] = "1"
+    verb = "is" if len(names) == 1 else "are"
+    warn(f"DEBUG is on and {' and '.join(names)} {verb} not set: using development values "
+         "(never do this in production)")
 
 
 def github_settings() -> dict:

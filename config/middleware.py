@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.exceptions import BadRequest
 from django.http import JsonResponse
 
+from config import logs
 from config.errors import (
     database_unavailable,
     error_body,
@@ -127,7 +128,8 @@ class RequestIdMiddleware:
 
     A client's own X-Request-ID is kept when it is sane (letters, digits and
     `._-`, at most 128 characters), so its logs and our audit trail line up;
-    otherwise a new id is made.
+    otherwise a new id is made. Every log line the request causes carries it
+    (config/logs.py).
     """
 
     HEADER = "X-Request-ID"
@@ -138,6 +140,7 @@ class RequestIdMiddleware:
     def __call__(self, request):
         offered = request.META.get("HTTP_X_REQUEST_ID", "")
         request.request_id = offered if _SANE_REQUEST_ID.match(offered) else uuid.uuid4().hex
+        logs.bind_request(request.request_id)
         response = self.get_response(request)
         response[self.HEADER] = request.request_id
         return response

@@ -10,6 +10,7 @@ from pathlib import Path
 import dj_database_url
 
 from config import environment as env
+from config import logs
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env.text("VAR_DIR") or BASE_DIR / "var")
@@ -18,12 +19,17 @@ DEBUG = env.flag("DEBUG", default=False)
 SECRET_KEY = env.secret("SECRET_KEY", debug=DEBUG, development_value="dev-secret-key-not-for-production")
 # HMAC pepper for API keys: a database dump alone cannot be used to check guessed keys.
 API_KEY_PEPPER = env.secret("API_KEY_PEPPER", debug=DEBUG, development_value="dev-api-key-pepper")
+env.announce_development_values([name for name in ("SECRET_KEY", "API_KEY_PEPPER") if DEBUG and not env.text(name)])
 ALLOWED_HOSTS = env.words("ALLOWED_HOSTS", "localhost 127.0.0.1 [::1]" if DEBUG else "")
 if not DEBUG and not ALLOWED_HOSTS:
-    env.stop("ALLOWED_HOSTS is not set; list the host names the service answers to (DEBUG is off)")
+    env.stop("ALLOWED_HOSTS is not set; list the host names the service answers to, or DEBUG=1 for development"
+             " (DEBUG is off)")
 CSRF_TRUSTED_ORIGINS = env.words("CSRF_TRUSTED_ORIGINS")
 # JSON under /api/ (config/errors.py), Django's page elsewhere.
 CSRF_FAILURE_VIEW = "config.errors.csrf_failure"
+# Proxies in front of the service that append the client's address to
+# X-Forwarded-For (accounts/audit.py client_ip); 0 trusts no header at all.
+TRUSTED_PROXY_COUNT = env.integer("TRUSTED_PROXY_COUNT", 0, minimum=0)
 
 INSTALLED_APPS = [
     "config.apps.BackOfficeAdminConfig",  # django.contrib.admin with the back office's site
@@ -150,6 +156,9 @@ Q_CLUSTER = {
     # again once the worker that held it would have been stopped. The pipeline
     # claims its run once, so a second delivery returns without doing anything.
     "retry": SETUP_RUN_TIMEOUT + 30,
+    # A task whose worker died (never acknowledged) is handed out once more;
+    # a failed task (a failed setup run raises, sandboxes/tasks.py) is
+    # acknowledged: it shows under the failed tasks and is never run again.
     "max_attempts": 2,
     "ack_failures": True,
     "catch_up": False,
@@ -219,15 +228,16 @@ CORS_ALLOW_ALL_ORIGINS = not CORS_ALLOWED_ORIGINS
 CORS_ALLOW_HEADERS = ("accept", "authorization", "content-type", "x-api-key", "x-request-id")
 CORS_EXPOSE_HEADERS = ("x-request-id", "retry-after")
 
-LOG_LEVEL = env.text("LOG_LEVEL", "INFO").upper()
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django_q": {"level": "WARNING" if LOG_LEVEL == "INFO" else LOG_LEVEL}},
-}
+LOG_LEVEL = env.choice("LOG_LEVEL", "info", logs.LEVELS).upper()
+LOG_FORMAT = env.choice("LOG_FORMAT", "plain", logs.FORMATS)
+# django-q2 logs under the name "django-q" (django_q/conf.py): a line per task
+# picked up and done, and per worker started; only its warnings and errors
+# (a failed task) unless LOG_LEVEL=DEBUG.
+LOGGING = logs.logging_config(level=LOG_LEVEL, log_format=LOG_FORMAT, levels={
+    "django": LOG_LEVEL,
+    "django.server": LOG_LEVEL,
+    "django-q": "DEBUG" if LOG_LEVEL == "DEBUG" else "WARNING",
+})
 
 # --- HTTPS ----------------------------------------------------------------------
 # Production answers over HTTPS only, usually behind a proxy that terminates TLS

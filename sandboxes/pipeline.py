@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from accounts.audit import WORKER, audit_record
 from accounts.models import AuditEvent
+from config import logs
 from sandboxes.models import SetupRun, Snapshot
 from sandboxes.providers import get_git_host, get_sandbox_backend
 from sandboxes.providers.base import (
@@ -278,10 +279,29 @@ def _shutdown(context: SetupContext, steps: StepRecorder) -> str:
     return ""
 
 
-def setup_run_execute(*, run_id: str, task_id: str = "") -> None:
+@dataclass(frozen=True)
+class RunOutcome:
+    status: str  # SetupRun.Status: COMPLETED, FAILED or CANCELED
+    error: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.status == SetupRun.Status.FAILED
+
+
+def setup_run_execute(*, run_id: str, task_id: str = "") -> RunOutcome | None:
+    """Run the setup run; None when it is gone or not queued (a second delivery of its task).
+
+    Every line logged meanwhile, by any code, carries the run's id (config/logs.py).
+    """
+    with logs.run_context(run_id):
+        return _execute(run_id, task_id)
+
+
+def _execute(run_id: str, task_id: str) -> RunOutcome | None:
     run = _claim(run_id, task_id)
     if run is None:
-        return
+        return None
     context = SetupContext(run=run, backend=get_sandbox_backend(), git_host=get_git_host())
     steps = StepRecorder(run)
     error, failed_step, canceled = "", "", False
@@ -309,14 +329,16 @@ def setup_run_execute(*, run_id: str, task_id: str = "") -> None:
         error = shutdown_error
         _delete_replaced_snapshot(context)
 
-    _finish(run, error=error, canceled=canceled, output=context.output or None)
+    return _finish(run, error=error, canceled=canceled, output=context.output or None)
 
 
-def _finish(run: SetupRun, *, error: str, canceled: bool, output: dict | None) -> None:
+def _finish(run: SetupRun, *, error: str, canceled: bool, output: dict | None) -> RunOutcome:
     fields = {"finished_at": timezone.now(), "steps": run.steps, "current_step": run.current_step}
     if canceled:
         SetupRun.objects.filter(pk=run.pk).update(error=error, **fields)
-        return
+        logger.info("Setup run %s for account %s was canceled%s", run.pk, run.account_id,
+                    f" ({error})" if error else "")
+        return RunOutcome(SetupRun.Status.CANCELED, error)
     final = SetupRun.Status.FAILED if error else SetupRun.Status.COMPLETED
     with transaction.atomic():
         # Conditional: a delete may have canceled the run meanwhile; that status stays.
@@ -332,7 +354,14 @@ def _finish(run: SetupRun, *, error: str, canceled: bool, output: dict | None) -
                 run_id=run.pk,
                 detail=error or f"Snapshot {output['snapshot_id']}",
             )
-    logger.info("Setup run %s for account %s: %s %s", run.pk, run.account_id, final, error)
+    if not finished:
+        logger.info("Setup run %s for account %s was canceled while it finished", run.pk, run.account_id)
+        return RunOutcome(SetupRun.Status.CANCELED)
+    if error:
+        logger.error("Setup run %s for account %s failed: %s", run.pk, run.account_id, error)
+    else:
+        logger.info("Setup run %s for account %s completed", run.pk, run.account_id)
+    return RunOutcome(final, error)
 
 
 def _delete_replaced_snapshot(context: SetupContext):

@@ -12,8 +12,20 @@ from sandboxes.reconcile import sandboxes_reconcile
 SCHEDULED_BATCH_SIZE = 200
 
 
+class SetupRunFailed(Exception):
+    """A setup run failed; the run holds the error and each step (the task raises so django-q2 lists it failed)."""
+
+
 def run_setup(run_id: str, task_id: str = "") -> None:
-    pipeline.setup_run_execute(run_id=run_id, task_id=task_id)
+    """Run a setup run; raise SetupRunFailed once the failure is recorded on the run.
+
+    django-q2 marks a task failed only when its function raises; the cluster
+    acknowledges failed tasks (ack_failures), so a failed run is neither
+    retried nor handed out again.
+    """
+    outcome = pipeline.setup_run_execute(run_id=run_id, task_id=task_id)
+    if outcome is not None and outcome.failed:
+        raise SetupRunFailed(f"Setup run {run_id} failed: {outcome.error}")
 
 
 def pass_task_id(sender, task: dict, **kwargs) -> None:

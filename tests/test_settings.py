@@ -13,6 +13,7 @@ unit test of config.environment.parse_duration.
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from datetime import timedelta
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from config.environment import parse_duration
+from tests.processes import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 CONTROLLED = ("DATABASE_URL", "DATABASE_PREPARED_STATEMENTS", "REDIS_URL", "SECRET_KEY", "API_KEY_PEPPER", "DEBUG",
@@ -76,6 +78,7 @@ def test_production_does_not_start_without_a_required_setting(base_env, name):
     env = {**base_env, **{key: value for key, value in PRODUCTION.items() if key != name}}
     line = assert_stops_with_one_line(check(env), name)
     assert "DEBUG is off" in line
+    assert "or DEBUG=1 for development" in line, "the line names the development switch"
 
 
 @pytest.mark.parametrize("name", ["SECRET_KEY", "API_KEY_PEPPER", "ALLOWED_HOSTS"])
@@ -91,13 +94,36 @@ def test_production_starts_with_every_required_setting(base_env):
 
 
 @pytest.mark.parametrize("debug", ["1", "True", "on"])
-def test_debug_starts_without_secrets_and_warns(base_env, debug):
+def test_debug_starts_without_secrets_and_a_one_off_command_does_not_warn(base_env, debug):
     completed = check(base_env, DEBUG=debug)
     assert completed.returncode == 0, completed.stderr
-    warnings = [line for line in completed.stderr.splitlines() if line.startswith("WARNING: ")]
-    assert any(line.startswith("WARNING: SECRET_KEY is not set") for line in warnings), completed.stderr
-    assert any(line.startswith("WARNING: API_KEY_PEPPER is not set") for line in warnings), completed.stderr
+    assert "WARNING" not in completed.stderr, completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def development_warnings(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("WARNING: DEBUG is on")]
+
+
+def test_the_development_server_warns_once_about_development_secrets(base_env):
+    """runserver's reloader is two processes (a watcher and the server it restarts); one line between them."""
+    process = subprocess.Popen([sys.executable, "manage.py", "runserver", f"127.0.0.1:{free_port()}"], cwd=REPO,
+                               env={**base_env, "DEBUG": "1", "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    output = []
+    try:
+        for line in process.stdout:
+            output.append(line)
+            if "Quit the server" in line:
+                break
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+        output.append(process.stdout.read())
+    text = "".join(output)
+    assert "Quit the server" in text, text
+    [warning] = development_warnings(text)
+    assert "SECRET_KEY and API_KEY_PEPPER are not set" in warning
 
 
 def test_debug_uses_development_values_and_local_hosts(base_env):
@@ -133,6 +159,8 @@ def test_production_reads_the_secrets_and_hosts_it_is_given(base_env):
         ("SETUP_RUN_TIMEOUT", "5"),
         ("API_MAX_BODY_BYTES", "10"),
         ("QUEUE_WORKERS", "0"),
+        ("LOG_FORMAT", "xml"),
+        ("LOG_LEVEL", "loud"),
         ("SANDBOX_TEMPLATE_DIR", "/nonexistent/starter"),
     ],
 )

@@ -1,0 +1,15 @@
+"""gunicorn's settings, read when gunicorn starts in the checkout (its default is ./gunicorn.conf.py).
+
+With LOG_FORMAT=json gunicorn's own lines (start-up, workers, and an access
+line per request carrying the request's id) are JSON objects, like every
+other line of the service (config/logs.py). Otherwise gunicorn logs as it
+always does. https://docs.gunicorn.org/en/stable/settings.html#logconfig-dict
+"""
+
+from config import environment, logs
+
+if environment.choice("LOG_FORMAT", "plain", logs.FORMATS) == "json":
+    logconfig_dict = logs.logging_config(
+        level=environment.choice("LOG_LEVEL", "info", logs.LEVELS).upper(), log_format="json",
+        levels={"gunicorn.error": "INFO", "gunicorn.access": "INFO"},
+    )

@@ -1,0 +1,255 @@
+"""`make run` from the checkout, as a user starts it: a real make, shell, runserver and qcluster.
+
+Each test runs `make run PORT=<port>` in a process group of its own, with a
+VAR_DIR of its own (a fresh SQLite database and local storage) and none of
+the service's variables set, as in a fresh clone:
+
+- it migrates, then serves on the port, and its worker runs setups: the
+  README's organization example, run as typed (only the port differs),
+  sets up a member's sandbox and follows the run until the worker completes
+  it; the web server and the worker warn once each about the development
+  secrets; Ctrl-C (SIGINT to the group, as a terminal sends it) stops
+  everything;
+- a port that is taken stops it at once with one line, before anything starts;
+- a migration that fails (a database it cannot reach) starts neither the web
+  server nor the worker.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.processes import free_port, manage
+
+REPO = Path(__file__).resolve().parents[1]
+README_MARKER = "<!-- organization-example"
+STARTUP_TIMEOUT = 120
+# What a fresh clone's shell does not have: the service's variables, and a
+# make that would run as a sub-make of `make test`.
+NOT_INHERITED = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "API_KEY_PEPPER", "DEBUG", "ALLOWED_HOSTS",
+                 "DJANGO_SETTINGS_MODULE", "VAR_DIR", "PORT", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "LOG_FORMAT",
+                 "LOG_LEVEL", "TRUSTED_PROXY_COUNT")
+NOT_INHERITED_PREFIXES = ("SANDBOX_", "GIT_", "GITHUB_", "QUEUE_", "SETUP_RUN_", "SNAPSHOT_")
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+
+
+def fresh_clone_environment(var_dir: Path, **variables: str) -> dict:
+    env = {name: value for name, value in os.environ.items()
+           if name not in NOT_INHERITED and not name.startswith(NOT_INHERITED_PREFIXES)}
+    env.update(VAR_DIR=str(var_dir), PYTHONUNBUFFERED="1", **variables)
+    return env
+
+
+def group_is_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def group_members(pgid: int) -> str:
+    listing = subprocess.run(["ps", "-o", "pid,pgid,args", "-g", str(pgid)], capture_output=True, text=True)
+    return listing.stdout
+
+
+@dataclass
+class MakeRun:
+    process: subprocess.Popen
+    log: Path
+    port: int
+
+    @classmethod
+    def start(cls, port: int, env: dict, log: Path) -> "MakeRun":
+        with log.open("wb") as sink:
+            process = subprocess.Popen(["make", "run", f"PORT={port}"], cwd=REPO, env=env, stdout=sink,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+        return cls(process=process, log=log, port=port)
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def report(self, message: str) -> str:
+        return f"{message}\n----- make run -----\n{self.output[-8000:]}"
+
+    def wait_for_exit(self, timeout: float = 60) -> int:
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(self.report(f"make run did not exit within {timeout:g} s"))
+
+    def get(self, path: str, *, key: str = "") -> tuple[int, dict]:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers={"x-api-key": key})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"null")
+
+    def wait_until_healthy(self):
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(self.report(f"make run exited with {self.process.returncode} before it answered"))
+            try:
+                status, _body = self.get("/healthz")
+            except (OSError, ValueError):
+                status = None
+            if status == 200:
+                return
+            time.sleep(0.5)
+        pytest.fail(self.report(f"/healthz did not answer 200 within {STARTUP_TIMEOUT} s"))
+
+    def interrupt(self):
+        """Ctrl-C: SIGINT to the whole foreground group, as the terminal sends it."""
+        os.killpg(self.process.pid, signal.SIGINT)
+
+    def kill(self):
+        if not group_is_gone(self.process.pid):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def var_dir(tmp_path) -> Path:
+    return tmp_path / "var"
+
+
+@pytest.fixture
+def started(tmp_path, var_dir):
+    runs = []
+
+    def start(port: int, **variables: str) -> MakeRun:
+        run = MakeRun.start(port, fresh_clone_environment(var_dir, **variables), tmp_path / f"make-run-{port}.log")
+        runs.append(run)
+        return run
+
+    yield start
+    for run in runs:
+        run.kill()
+
+
+def organization_example(port: int) -> str:
+    """The README's organization example, with the port of the test's server instead of 8000."""
+    readme = (REPO / "README.md").read_text()
+    assert README_MARKER in readme, "README.md has no organization-example block"
+    match = re.search(r"```sh\n(.*?)```", readme.split(README_MARKER, 1)[1], re.DOTALL)
+    assert match, "the organization-example marker is not followed by a sh block"
+    block = match.group(1)
+    assert "http://127.0.0.1:8000/" in block
+    return block.replace("http://127.0.0.1:8000/", f"http://127.0.0.1:{port}/")
+
+
+def json_documents(output: str) -> list:
+    """The JSON objects printed, in order: curl prints no newline after a body, so several may share a line."""
+    decoder, documents = json.JSONDecoder(), []
+    for line in output.splitlines():
+        position = 0
+        while line.startswith("{", position):
+            document, position = decoder.raw_decode(line, position)
+            documents.append(document)
+    return documents
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the README's example uses curl")
+def test_make_run_migrates_serves_runs_setups_and_stops_on_ctrl_c(started, var_dir):
+    port = free_port()
+    run = started(port)
+    run.wait_until_healthy()
+    assert (var_dir / "db.sqlite3").is_file()
+
+    # The README's walk-through: Alice with a key, then its organization example as typed.
+    env = fresh_clone_environment(var_dir, DEBUG="1")
+    account = manage(env, "create_account", "--name", "Alice Example",
+                     "--email", "alice@example.com").stdout.strip()
+    key = manage(env, "create_api_key", "--account", account, "--name", "laptop").stdout.splitlines()[-1]
+    example = subprocess.run(["bash", "-e", "-c", organization_example(port)], cwd=REPO,
+                             env={**env, "ACCOUNT": account, "KEY": key}, capture_output=True, text=True, timeout=120)
+    assert example.returncode == 0, run.report(f"the README's example failed: {example.stdout}{example.stderr}")
+    by_id, recent = json_documents(example.stdout)
+    [polled] = by_id["runs"]
+    assert by_id["status"] == "success" and polled["id"].startswith("run_"), by_id
+    bob = polled["account_id"]
+    assert bob != account
+    assert [listed["id"] for listed in recent["runs"]] == [polled["id"]], recent
+    assert all(listed["account_id"] == bob for listed in recent["runs"])
+
+    # The worker completes the run.
+    deadline = time.monotonic() + 90
+    while True:
+        status, body = run.get(f"/api/tasks/runs?runId={polled['id']}", key=key)
+        assert status == 200, run.report(f"polling answered {status} {body}")
+        [state] = body["runs"]
+        if state["status"] not in ("QUEUED", "EXECUTING"):
+            break
+        assert time.monotonic() < deadline, run.report(f"the run did not finish: {state}")
+        time.sleep(0.5)
+    assert state["status"] == "COMPLETED", run.report(f"the run ended {state}")
+    assert state["output"]["snapshot_id"].startswith("snap_")
+
+    run.interrupt()
+    run.wait_for_exit(timeout=60)
+    deadline = time.monotonic() + 10
+    while not group_is_gone(run.process.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert group_is_gone(run.process.pid), run.report(f"left running after Ctrl-C:\n{group_members(run.process.pid)}")
+
+    # One warning from the worker and one from the web server (none from migrate, none per secret).
+    warnings = [line for line in run.output.splitlines() if "not set" in line]
+    assert len(warnings) == 2, run.report("expected one development warning from each server")
+    assert all(line.startswith("WARNING: DEBUG is on and SECRET_KEY and API_KEY_PEPPER") for line in warnings)
+
+
+def test_a_taken_port_stops_make_run_with_one_line_before_anything_starts(started, var_dir):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        run = started(port)
+        returncode = run.wait_for_exit()
+
+    assert returncode != 0
+    # make adds its own "make: *** [Makefile:…: run] Error 1" to any failing target.
+    lines = [line for line in run.output.splitlines() if line.strip() and not line.startswith("make: ***")]
+    assert lines == [f"make run: port {port} on 127.0.0.1 is in use by another program; choose another, "
+                     f"e.g. make run PORT={port + 10}"], run.output
+    assert not (var_dir / "db.sqlite3").exists(), "migrations ran although the port was taken"
+    assert group_is_gone(run.process.pid), group_members(run.process.pid)
+
+
+def test_a_port_that_is_not_a_number_is_refused_in_one_line(started):
+    run = started("web")
+    assert run.wait_for_exit() != 0
+    lines = [line for line in run.output.splitlines() if line.strip() and not line.startswith("make: ***")]
+    assert lines == ["make run: PORT must be a number from 1 to 65535, not 'web'"], run.output
+
+
+def test_a_failed_migration_starts_neither_the_web_server_nor_the_worker(started):
+    port = free_port()
+    # Nothing listens on port 9 of 127.0.0.1: the connection is refused at once.
+    run = started(port, DATABASE_URL="postgres://postgres@127.0.0.1:9/unreachable")
+    returncode = run.wait_for_exit(timeout=120)
+
+    assert returncode != 0
+    output = run.output
+    # Each server says it uses development secrets as it starts; migrate does not.
+    assert "WARNING: DEBUG is on" not in output, output
+    assert "Starting development server" not in output, output
+    assert output.splitlines()[-2] == ("make run: the migrations failed (see above); neither the web server nor "
+                                       "the worker was started"), output
+    assert group_is_gone(run.process.pid), group_members(run.process.pid)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
