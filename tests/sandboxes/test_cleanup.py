@@ -28,6 +28,7 @@ from accounts.audit import Actor
 from accounts.models import AuditEvent
 from sandboxes.cleanup import CleanupRule, sandboxes_cleanup
 from sandboxes.models import SetupRun, Snapshot
+from tests.sandboxes.conftest import DEPLOYMENT
 from tests.sandboxes.local_git import make_undeletable
 from tests.sandboxes.seeded_sandboxes import (
     FRESH,
@@ -382,7 +383,7 @@ def test_a_git_host_that_cannot_be_listed_stops_the_run_before_deleting_anything
 def test_with_github_the_repositories_are_listed_once_per_run_not_per_batch(people, github_host):
     snapshots = seed_accounts(5, with_repository=False)
     for snapshot in snapshots:
-        github_host.add_repository(f"user-{snapshot.account_id}")
+        github_host.add_repository(f"user-{snapshot.account_id}", topics=[f"sandbox-deployment-{DEPLOYMENT}"])
     github_host.add_repository("not-a-sandbox")
 
     cleanup("--expired", "--yes", "--batch-size", "2")

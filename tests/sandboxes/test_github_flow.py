@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from accounts.models import AuditEvent
 from sandboxes.models import SetupRun, Snapshot
 from sandboxes.providers import get_sandbox_backend
 from sandboxes.providers.base import repository_name_for
+from tests.sandboxes.conftest import DEPLOYMENT
 
 pytestmark = pytest.mark.usefixtures("github_host")
 
@@ -99,14 +101,26 @@ def test_delete_removes_every_repository_of_the_account_and_the_row(github, peop
     alice, bob = people.alice, people.bob
     run = set_up(api, alice, run_queued_setups)
     set_up(api, bob, run_queued_setups)
-    github.add_repository(f"old-sandbox-{alice.account.pk}")  # unrecorded, but carries alice's id
+    # Unrecorded, but carries alice's id and this deployment's mark.
+    github.add_repository(f"old-sandbox-{alice.account.pk}", topics=[f"sandbox-deployment-{DEPLOYMENT}"])
+    # Carries alice's id, but no mark: made by someone else, or before the mark existed.
+    unmarked = f"their-copy-{alice.account.pk}"
+    github.add_repository(unmarked)
+    github.add_repository(f"staging-{alice.account.pk}", topics=["sandbox-deployment-staging"])
     github.add_repository("unrelated")
 
     response = api.delete(alice.key)
 
     assert response.status_code == 200, response.json()
     assert response.json()["deleted_snapshot"]["github_repo"] == run.output["github_repo"]
-    assert github.repository_names() == sorted([repository_of(bob), "unrelated"])
+    assert github.repository_names() == sorted(
+        [repository_of(bob), "unrelated", unmarked, f"staging-{alice.account.pk}"])
+    assert [call.path for call in github.calls("delete")] == sorted(
+        [f"/repos/sandbox-org/{repository_of(alice)}", f"/repos/sandbox-org/old-sandbox-{alice.account.pk}"])
+    event = AuditEvent.objects.get(action=AuditEvent.Action.SANDBOX_DELETED, account=alice.account)
+    assert "left alone, without this deployment's mark: " in event.detail
+    assert f"{unmarked}: carries no deployment's mark" in event.detail
+    assert f"staging-{alice.account.pk}: carries the mark of deployment 'staging', not this one's" in event.detail
     assert not Snapshot.objects.filter(account=alice.account).exists()
     assert not github.bare_path(repository_of(alice)).exists()
     assert not get_sandbox_backend().snapshot_exists(run.output["snapshot_id"])

@@ -377,7 +377,7 @@ def test_a_second_setup_checks_out_the_repository_instead_of_overwriting_it(
 
     assert second.status == SetupRun.Status.COMPLETED, second.error
     assert step(second, "ensure_repository")["detail"].startswith("Reused")
-    assert step(second, "provision")["detail"] == "Checked out the repository's existing content"
+    assert step(second, "provision")["detail"] == "Checked out the repository's existing content (branch main)"
     assert second.created_repository == ""
     assert git("--git-dir", repository, "rev-parse", "main") == head
     assert git("--git-dir", repository, "log", "--format=%s", "main").splitlines() == [

@@ -31,6 +31,7 @@ from accounts.models import AuditEvent
 from sandboxes.models import SetupRun, Snapshot
 from sandboxes.providers import get_git_host
 from sandboxes.reconcile import FindingKind, sandboxes_reconcile
+from tests.sandboxes.conftest import DEPLOYMENT
 from tests.sandboxes.local_git import make_undeletable
 from tests.sandboxes.seeded_sandboxes import (
     archive_path,
@@ -158,7 +159,8 @@ def test_a_consistent_installation_has_nothing_to_report(people):
 
     [summary] = out.splitlines()
     assert summary.startswith(
-        "Reconcile: checked 9; found 0 stale runs, 0 orphan repositories, 0 orphan snapshots, "
+        "Reconcile: checked 9; found 0 stale runs, 0 orphan repositories, "
+        "0 repositories not marked as ours (left alone), 0 orphan snapshots, "
         "0 rows whose snapshot is gone, 0 rows whose repository is gone; nothing changed (use --fix to fix)"
     )
 
@@ -247,8 +249,8 @@ def test_json_report_counts_each_kind(people, healthy):
     assert report["command"] == "reconcile_sandboxes"
     assert (report["fix"], report["ok"]) == (False, True)
     assert report["found"] == {
-        "stale_run": 0, "orphan_repository": 1, "orphan_snapshot": 1, "missing_snapshot": 0,
-        "missing_repository": 0,
+        "stale_run": 0, "orphan_repository": 1, "not_ours_repository": 0, "orphan_snapshot": 1,
+        "missing_snapshot": 0, "missing_repository": 0,
     }
     # 2 repositories and 2 snapshots listed, 1 row compared.
     assert report["checked"] == 5
@@ -281,12 +283,14 @@ def test_the_queries_of_a_batch_do_not_grow_with_the_number_of_items(people):
 
 # --- GitHub ---------------------------------------------------------------------------------
 
+MARK = f"sandbox-deployment-{DEPLOYMENT}"
+
 
 def test_with_github_the_orphans_come_from_one_paginated_listing(people, github_host):
     seed_sandbox(people.alice.account, with_repository=False)
-    github_host.add_repository(f"alice-{people.alice.account.pk}")
+    github_host.add_repository(f"alice-{people.alice.account.pk}", topics=[MARK])
     for number in range(120):  # more than one page of 100
-        github_host.add_repository(f"left-over-{number}-{uuid.uuid4()}")
+        github_host.add_repository(f"left-over-{number}-{uuid.uuid4()}", topics=[MARK])
     github_host.add_repository("team-wiki")
 
     report = reconcile_json("--fix")
@@ -295,3 +299,29 @@ def test_with_github_the_orphans_come_from_one_paginated_listing(people, github_
     assert len(github_host.calls("list")) == 2  # the pages of one listing
     assert github_host.repository_names() == sorted([f"alice-{people.alice.account.pk}", "team-wiki"])
     assert report["fixed"] == 120
+
+
+def test_with_github_reconcile_deletes_only_repositories_marked_as_this_deployments(people, github_host):
+    # What another deployment sharing the organization (a staging instance, a
+    # laptop, a restored backup) made, and what was made before the mark: the
+    # names end with account ids this database has no row for.
+    ours = f"gone-{uuid.uuid4()}"
+    staging = f"staging-user-{uuid.uuid4()}"
+    unmarked = f"old-user-{uuid.uuid4()}"
+    github_host.add_repository(ours, description=f"Sandbox of Gone [{MARK} run_ab12]")
+    github_host.add_repository(staging, description="Sandbox [sandbox-deployment-staging run_ab12]",
+                               topics=["sandbox-deployment-staging"])
+    github_host.add_repository(unmarked, description="Sandbox of Old")
+
+    report = reconcile_json("--fix")
+
+    assert github_host.repository_names() == sorted([staging, unmarked])
+    assert [call.path for call in github_host.calls("delete")] == [f"/repos/sandbox-org/{ours}"]
+    assert [finding["subject"] for finding in findings(report, FindingKind.ORPHAN_REPOSITORY)] == [ours]
+    left_alone = {finding["subject"]: finding for finding in findings(report, FindingKind.NOT_OURS_REPOSITORY)}
+    assert set(left_alone) == {staging, unmarked}
+    assert left_alone[staging]["reason"].endswith(
+        "it carries the mark of deployment 'staging', not this one's, so it is never deleted")
+    assert left_alone[unmarked]["reason"].endswith("it carries no deployment's mark, so it is never deleted")
+    assert not any(finding["fixed"] or finding["error"] for finding in left_alone.values())
+    assert (report["ok"], report["fixed"], report["failed"]) == (True, 1, 0)
