@@ -15,7 +15,8 @@ It seeds N accounts with an expired sandbox each, fast:
 - a real snapshot archive per account in the local backend's store (a tiny
   tar.gz and its .sha256, written directly);
 - a real bare repository per account on the local git host: one made by
-  `git init --bare` (without git's sample hooks unless --git-hooks) and copied
+  `git init --bare` (without git's sample hooks unless --git-hooks), marked
+  as this deployment's (`sandbox.deployment` in its config), and copied
   per account, because running git 30,000 times would take minutes of seeding
   for nothing the cleanup measures.
 
@@ -114,6 +115,9 @@ def seed(n: int, *, git_hooks: bool) -> dict:
          str(template)],
         check=True,
     )
+    # Marked as this deployment's, as the git host marks what it creates: the cleanup deletes only those.
+    subprocess.run(["git", "config", "--file", str(template / "config"), "sandbox.deployment",
+                    settings.SANDBOX_DEPLOYMENT_ID], check=True)
     archive = tiny_archive()
     checksum = hashlib.sha256(archive).hexdigest() + "\n"
     expired = timezone.now() - timezone.timedelta(days=1)
