@@ -18,6 +18,7 @@ import json
 import shutil
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -32,7 +33,7 @@ from sandboxes.models import SetupRun, Snapshot
 from sandboxes.providers import get_git_host
 from sandboxes.reconcile import FindingKind, sandboxes_reconcile
 from tests.sandboxes.conftest import DEPLOYMENT
-from tests.sandboxes.local_git import make_undeletable
+from tests.sandboxes.local_git import git, make_bare_repository, make_undeletable
 from tests.sandboxes.seeded_sandboxes import (
     archive_path,
     make_repository,
@@ -279,6 +280,23 @@ def queries_of_one_batch_fixing(count: int, prefix: str) -> int:
 
 def test_the_queries_of_a_batch_do_not_grow_with_the_number_of_items(people):
     assert queries_of_one_batch_fixing(4, "few") == queries_of_one_batch_fixing(30, "many")
+
+
+def test_fix_never_deletes_a_local_repository_without_this_deployments_mark(people, healthy):
+    # The same names as orphans, made by someone else on this host: no `sandbox.deployment`, or another one.
+    unmarked = make_bare_repository(Path(settings.GIT_ROOT) / f"old-{uuid.uuid4()}.git", marked=False)
+    other = make_bare_repository(Path(settings.GIT_ROOT) / f"other-{uuid.uuid4()}.git", marked=False)
+    git("config", "--file", other / "config", "sandbox.deployment", "laptop-ann")
+    orphan, _ = orphan_repository_of_unknown_account()
+
+    report = reconcile_json("--fix")
+
+    assert unmarked.is_dir() and other.is_dir()
+    assert not (Path(settings.GIT_ROOT) / f"{orphan}.git").exists()
+    assert {finding["subject"] for finding in findings(report, FindingKind.NOT_OURS_REPOSITORY)} == {
+        unmarked.name.removesuffix(".git"), other.name.removesuffix(".git")}
+    assert [finding["subject"] for finding in findings(report, FindingKind.ORPHAN_REPOSITORY)] == [orphan]
+    assert report["ok"] is True
 
 
 # --- GitHub ---------------------------------------------------------------------------------
