@@ -47,7 +47,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from service import drop_database, recreate_database
+from service import drop_database, one_process_settings, recreate_database
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_SECONDS_AT_10K = 60
@@ -228,13 +228,7 @@ def run_child(arguments, n: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-cleanup-") as var_dir:
         environment = {
             **os.environ,
-            "DJANGO_SETTINGS_MODULE": "config.settings",
-            "DEBUG": "0",
-            "SECRET_KEY": "bench-secret-key",
-            "API_KEY_PEPPER": "bench-pepper",
-            "ALLOWED_HOSTS": "localhost",
-            "LOG_LEVEL": "WARNING",
-            "VAR_DIR": var_dir,
+            **one_process_settings(var_dir),
             "SANDBOX_ROOT": f"{var_dir}/sandboxes",
             "GIT_ROOT": f"{var_dir}/git",
             "GIT_HOST": "local",

@@ -26,6 +26,8 @@ import time
 import uuid
 from pathlib import Path
 
+from service import one_process_settings
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOYMENT = "bench"
 
@@ -40,13 +42,7 @@ def parse_arguments():
 
 def configure(var_dir: str, emulator) -> None:
     os.environ.update({
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DEBUG": "0",
-        "SECRET_KEY": "bench-secret-key",
-        "API_KEY_PEPPER": "bench-pepper",
-        "ALLOWED_HOSTS": "localhost",
-        "LOG_LEVEL": "WARNING",
-        "VAR_DIR": var_dir,
+        **one_process_settings(var_dir),
         "GIT_HOST": "github",
         "SANDBOX_DEPLOYMENT_ID": DEPLOYMENT,
         "GITHUB_ORG": emulator.organization,
