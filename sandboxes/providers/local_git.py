@@ -59,12 +59,22 @@ class LocalGitHost:
         section = _SECTION.search(config)
         return {key.lower(): value for key, value in _ENTRY.findall(section.group(1))} if section else {}
 
+    @staticmethod
+    def _default_branch(path: Path) -> str:
+        """The branch HEAD names (`ref: refs/heads/<branch>`), as GitHub's default_branch."""
+        try:
+            head = (path / "HEAD").read_text().strip()
+        except OSError:
+            return "main"
+        return head.removeprefix("ref: refs/heads/") if head.startswith("ref: refs/heads/") else "main"
+
     def _repository(self, path: Path) -> Repository:
         url = path.resolve().as_uri()
         mark = self._mark(path)
         owned = mark.get("deployment") == self.deployment_id
         return Repository(
             name=path.name.removesuffix(".git"), html_url=url, clone_url=url,
+            default_branch=self._default_branch(path),
             deployment=mark.get("deployment", ""), created_by_run=mark.get("run", "") if owned else "", owned=owned,
         )
 

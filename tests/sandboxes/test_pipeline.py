@@ -564,3 +564,20 @@ def test_a_task_for_a_run_that_is_gone_does_nothing():
     run_setup("run_000000000000000000000000")
 
     assert sandbox_folders() == []
+
+
+def test_a_local_repository_whose_head_is_master_is_checked_out_on_master(people, api, run_queued_setups, tmp_path):
+    repository = make_bare_repository(repository_path(people.alice.account))
+    git("--git-dir", repository, "symbolic-ref", "HEAD", "refs/heads/master")
+    work = tmp_path / "their-work"
+    git("init", "--quiet", "--initial-branch=master", work)
+    (work / "notes.txt").write_text("mine\n")
+    git("-C", work, "add", "notes.txt")
+    git("-C", work, "-c", "user.name=A", "-c", "user.email=a@example.com", "commit", "--quiet", "-m", "mine")
+    git("-C", work, "push", "--quiet", repository, "HEAD:refs/heads/master")
+
+    run = set_up(api, people.alice, run_queued_setups)
+
+    assert run.status == SetupRun.Status.COMPLETED, run.error
+    assert step(run, "provision")["detail"] == "Checked out the repository's existing content (branch master)"
+    assert git("--git-dir", repository, "for-each-ref", "--format=%(refname)") == "refs/heads/master"
