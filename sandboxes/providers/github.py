@@ -127,7 +127,6 @@ class WriteGate:
     def __init__(self):
         self._lock = threading.Lock()
         self._last_end = float("-inf")
-        self.writes = 0
 
     @contextmanager
     def write(self, interval: float):
@@ -138,7 +137,6 @@ class WriteGate:
             try:
                 yield
             finally:
-                self.writes += 1
                 self._last_end = time.monotonic()
 
 

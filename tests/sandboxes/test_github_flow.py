@@ -129,6 +129,23 @@ def test_delete_removes_every_repository_of_the_account_and_the_row(github, peop
     assert not get_sandbox_backend().snapshot_exists(run.output["snapshot_id"])
 
 
+def test_delete_finds_a_repository_renamed_away_from_the_account_id_by_its_recorded_id(
+    github, people, api, run_queued_setups
+):
+    alice = people.alice
+    set_up(api, alice, run_queued_setups)
+    row = Snapshot.objects.get(account=alice.account)
+    assert row.github_repo_id == github.repository(repository_of(alice))["id"]
+    github.rename(repository_of(alice), "alices-project")  # its name no longer carries the account id
+
+    response = api.delete(alice.key)
+
+    assert response.status_code == 200, response.json()
+    assert github.repository_names() == []
+    [deleted] = github.calls("delete")
+    assert deleted.path == "/repos/sandbox-org/alices-project"
+
+
 def test_setup_uses_the_repositorys_default_branch_and_never_pushes_a_main_beside_it(
     github, people, api, run_queued_setups
 ):
