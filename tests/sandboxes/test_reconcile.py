@@ -343,3 +343,18 @@ def test_with_github_reconcile_deletes_only_repositories_marked_as_this_deployme
     assert left_alone[unmarked]["reason"].endswith("it carries no deployment's mark, so it is never deleted")
     assert not any(finding["fixed"] or finding["error"] for finding in left_alone.values())
     assert (report["ok"], report["fixed"], report["failed"]) == (True, 1, 0)
+
+
+def test_with_github_a_row_whose_repository_was_renamed_is_not_dangling(people, github_host):
+    snapshot = seed_sandbox(people.alice.account, with_repository=False)
+    repository = github_host.add_repository(f"alice-{people.alice.account.pk}", topics=[MARK])
+    Snapshot.objects.filter(pk=snapshot.pk).update(github_repo=repository["html_url"],
+                                                   github_repo_id=repository["id"])
+    Snapshot.objects.filter(pk=snapshot.pk).update(updated_at=timezone.now() - timedelta(minutes=1))
+    github_host.rename(f"alice-{people.alice.account.pk}", "alices-project")
+
+    report = reconcile_json("--fix")
+
+    assert findings(report, FindingKind.MISSING_REPOSITORY) == []
+    assert Snapshot.objects.get(pk=snapshot.pk).github_repo == repository["html_url"]
+    assert github_host.repository_names() == ["alices-project"]
