@@ -82,6 +82,8 @@ class LocalGitHost:
         path = self._path(name)
         if (path / "HEAD").is_file():
             existing = self._repository(path)
+            if existing.deployment and not existing.owned:
+                raise NotOurRepository(f"Repository {name} {existing.mark_description}; it is not used or changed")
             created = bool(run_id) and existing.created_by_run == run_id
             return EnsuredRepository(repository=existing, created=created)
         try:

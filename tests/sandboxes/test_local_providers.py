@@ -332,6 +332,15 @@ def test_ensure_repository_marks_it_in_its_git_config_with_the_deployment_and_th
     assert git_host.ensure_repository(name="alice-123", description="", run_id="run_cd34").created is False
 
 
+def test_ensure_refuses_a_repository_marked_by_another_deployment(git_host, storage):
+    path = storage.GIT_ROOT / "alice-123.git"
+    _git("init", "--bare", "--quiet", str(path))
+    _git("config", "--file", str(path / "config"), "sandbox.deployment", "staging")
+
+    with pytest.raises(NotOurRepository, match="carries the mark of deployment 'staging'"):
+        git_host.ensure_repository(name="alice-123", description="", run_id="run_ab12")
+
+
 def test_only_repositories_with_this_deployments_mark_are_deleted(git_host, storage):
     for name in ("unmarked", "staging", "adopted"):
         _git("init", "--bare", "--quiet", str(storage.GIT_ROOT / f"{name}.git"))
