@@ -488,3 +488,14 @@ def test_writes_of_every_threads_client_pass_one_gate_and_reads_do_not_wait(gith
     for host in hosts:
         host.list_all_repositories()
     assert time.monotonic() - reads_started < interval * 4  # reads are not paced
+
+
+def test_a_retried_write_waits_the_pause_between_writes_too(github):
+    host = make_host(github, seconds_between_writes=0.3)
+    github.add_repository("alice-1234", topics=[MARK])
+    github.fail("delete", 502)
+
+    assert host.delete_repository(repository=ours(github, "alice-1234")) is True
+
+    [failed, retried] = github.calls("delete")
+    assert retried.at - failed.at >= 0.3  # urllib3 alone would retry at once
