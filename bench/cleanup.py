@@ -15,7 +15,8 @@ It seeds N accounts with an expired sandbox each, fast:
 - a real snapshot archive per account in the local backend's store (a tiny
   tar.gz and its .sha256, written directly);
 - a real bare repository per account on the local git host: one made by
-  `git init --bare` (without git's sample hooks unless --git-hooks) and copied
+  `git init --bare` (without git's sample hooks unless --git-hooks), marked
+  as this deployment's (`sandbox.deployment` in its config), and copied
   per account, because running git 30,000 times would take minutes of seeding
   for nothing the cleanup measures.
 
@@ -46,7 +47,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from service import drop_database, recreate_database
+from service import drop_database, one_process_settings, recreate_database
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_SECONDS_AT_10K = 60
@@ -114,6 +115,9 @@ def seed(n: int, *, git_hooks: bool) -> dict:
          str(template)],
         check=True,
     )
+    # Marked as this deployment's, as the git host marks what it creates: the cleanup deletes only those.
+    subprocess.run(["git", "config", "--file", str(template / "config"), "sandbox.deployment",
+                    settings.SANDBOX_DEPLOYMENT_ID], check=True)
     archive = tiny_archive()
     checksum = hashlib.sha256(archive).hexdigest() + "\n"
     expired = timezone.now() - timezone.timedelta(days=1)
@@ -224,13 +228,7 @@ def run_child(arguments, n: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-cleanup-") as var_dir:
         environment = {
             **os.environ,
-            "DJANGO_SETTINGS_MODULE": "config.settings",
-            "DEBUG": "0",
-            "SECRET_KEY": "bench-secret-key",
-            "API_KEY_PEPPER": "bench-pepper",
-            "ALLOWED_HOSTS": "localhost",
-            "LOG_LEVEL": "WARNING",
-            "VAR_DIR": var_dir,
+            **one_process_settings(var_dir),
             "SANDBOX_ROOT": f"{var_dir}/sandboxes",
             "GIT_ROOT": f"{var_dir}/git",
             "GIT_HOST": "local",

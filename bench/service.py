@@ -27,6 +27,19 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+def one_process_settings(var_dir: str) -> dict[str, str]:
+    """The environment of a benchmark run in one process: production settings, a throw-away VAR_DIR, SQLite."""
+    return {
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DEBUG": "0",
+        "SECRET_KEY": "bench-secret-key",
+        "API_KEY_PEPPER": "bench-pepper",
+        "ALLOWED_HOSTS": "localhost",
+        "LOG_LEVEL": "WARNING",
+        "VAR_DIR": var_dir,
+    }
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

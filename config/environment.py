@@ -148,6 +148,21 @@ def announce_development_values(names: list[str], *, argv: list[str] | None = No
          "(never do this in production)")
 
 
+def deployment_id(name: str, *, required: bool, default: str) -> str:
+    """The id that marks what this deployment creates (a repository topic: lowercase, at most 31 characters)."""
+    from sandboxes.providers.base import DEPLOYMENT_ID_PATTERN
+
+    value = text(name)
+    if not value:
+        if required:
+            stop(f"GIT_HOST=github needs {name}, a name for this deployment that no other deployment using the "
+                 "organization has (e.g. prod-eu); it marks every repository the service creates as its own")
+        return default
+    if not DEPLOYMENT_ID_PATTERN.match(value):
+        stop(f"{name} must be lowercase letters, digits and hyphens, starting with a letter or digit, "
+             f"at most 31 characters, not {value!r}")
+    return value
+
 def github_settings() -> dict:
     """The GitHub git host's settings (GIT_HOST=github): a token or a GitHub App, never both."""
     organization = text("GITHUB_ORG")

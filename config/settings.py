@@ -132,6 +132,9 @@ SANDBOX_COMMAND_TIMEOUT = env.integer("SANDBOX_COMMAND_TIMEOUT", 60, minimum=1)
 GIT_HOST = env.choice("GIT_HOST", "local", ("local", "github"))
 GIT_ROOT = Path(env.text("GIT_ROOT") or VAR_DIR / "git")
 GITHUB = env.github_settings() if GIT_HOST == "github" else None
+# What this deployment creates carries this id as its mark; only what carries
+# it is ever deleted. Required with GitHub; the local git host's default is "local".
+SANDBOX_DEPLOYMENT_ID = env.deployment_id("SANDBOX_DEPLOYMENT_ID", required=GIT_HOST == "github", default="local")
 SNAPSHOT_TTL = env.duration("SNAPSHOT_TTL", "7d")
 if not SANDBOX_TEMPLATE_DIR.is_dir():
     env.stop(f"SANDBOX_TEMPLATE_DIR {SANDBOX_TEMPLATE_DIR} is not a folder")

@@ -180,6 +180,8 @@ class CleanupReport:
     already_gone: int = 0  # removed by someone else between the batch's SELECT and its delete
     failed: int = 0
     repositories_removed: int = 0
+    # Repositories of the deleted sandboxes' accounts that lack this deployment's mark: never deleted.
+    left_alone: list[str] = field(default_factory=list)
     batches: int = 0
     seconds: float = 0.0
     stopped_early: bool = False  # the time budget ran out; the rest waits for the next run
@@ -204,6 +206,8 @@ class CleanupReport:
         )
         if self.already_gone:
             text += f"; {self.already_gone} were deleted by someone else meanwhile"
+        if self.left_alone:
+            text += f"; {len(self.left_alone)} repositories without this deployment's mark left alone"
         if self.stopped_early:
             text += "; stopped at the time budget, the next run goes on"
         return text
@@ -219,6 +223,7 @@ class CleanupReport:
             "already_gone": self.already_gone,
             "failed": self.failed,
             "repositories_removed": self.repositories_removed,
+            "repositories_left_alone": self.left_alone,
             "batches": self.batches,
             "seconds": round(self.seconds, 3),
             "stopped_early": self.stopped_early,
@@ -306,6 +311,7 @@ def _delete_batch(batch: list[Snapshot], *, report: CleanupReport, actor: Actor,
     )
     for deletion in deletions:
         report.repositories_removed += len(deletion.repositories)
+        report.left_alone += deletion.left_alone
         if deletion.error:
             report.failed += 1
             report.failures.append(

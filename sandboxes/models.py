@@ -41,6 +41,9 @@ class Snapshot(models.Model):
     snapshot_id = models.CharField(max_length=64, unique=True)
     expires_at = models.DateTimeField(db_index=True)
     github_repo = models.CharField(max_length=500, null=True, blank=True, help_text="URL of the repository")
+    github_repo_id = models.BigIntegerField(
+        null=True, blank=True, help_text="The git host's id of the repository (GitHub's, kept across renames)"
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -203,6 +206,9 @@ class SetupRun(models.Model):
     sandbox_id = models.CharField(max_length=64, blank=True, help_text="The sandbox this run started, if any")
     created_repository = models.CharField(
         max_length=200, blank=True, help_text="The repository this run created (not one it reused)"
+    )
+    created_repository_id = models.BigIntegerField(
+        null=True, blank=True, help_text="The git host's id of the repository this run created"
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -22,6 +22,7 @@ the folders of this host, an unexpected exception) goes to the log.
 """
 
 import logging
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,11 +37,14 @@ from config import logs
 from sandboxes.models import SetupRun, Snapshot
 from sandboxes.providers import get_git_host, get_sandbox_backend
 from sandboxes.providers.base import (
+    RETRY_BACKOFF_SECONDS,
+    CommandResult,
     GitHost,
     ProviderError,
     Repository,
     SandboxBackend,
     SandboxBackendError,
+    git_failure_is_transient,
     repository_name_for,
     repository_name_from_url,
 )
@@ -74,6 +78,7 @@ class SetupContext:
     backend: SandboxBackend
     git_host: GitHost
     repository: Repository | None = None
+    repository_created: bool = False
     unsaved_snapshot_id: str = ""
     previous_snapshot_id: str = ""
     output: dict = field(default_factory=dict)
@@ -138,11 +143,13 @@ def _ensure_repository(context: SetupContext) -> str:
     ensured = context.git_host.ensure_repository(
         name=repository_name_for(account_name=account.name, account_id=account.pk),
         description=f"Sandbox of {account.name} ({account.pk})",
+        run_id=context.run.pk,
     )
-    context.repository = ensured.repository
+    context.repository, context.repository_created = ensured.repository, ensured.created
     if ensured.created:
         context.run.created_repository = ensured.repository.name
-        context.run.save(update_fields=["created_repository"])
+        context.run.created_repository_id = ensured.repository.id
+        context.run.save(update_fields=["created_repository", "created_repository_id"])
     return f"{'Created' if ensured.created else 'Reused'} {ensured.repository.html_url}"
 
 
@@ -153,23 +160,46 @@ def _starter_files() -> dict[str, bytes]:
     return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
 
 
+def _remote_git(context: SetupContext, argv: list[str], env) -> CommandResult:
+    """A git command that talks to the git host, retried as the host's API calls are.
+
+    Only a transient failure is tried again (a 5xx, a dropped connection, a
+    timeout; "not found" too, for a repository this run created a moment ago),
+    at most `remote_retries` times, waiting longer each time; never a 401,
+    403 or 404.
+    """
+    retries = context.git_host.remote_retries
+    for attempt in range(retries + 1):
+        try:
+            return context.backend.run(context.run.sandbox_id, argv, env=env)
+        except SandboxBackendError as exc:
+            if attempt == retries or not git_failure_is_transient(str(exc), just_created=context.repository_created):
+                raise
+            logger.warning("Setup run %s: `git %s` failed (%s); trying again", context.run.pk, argv[1], exc)
+            time.sleep(RETRY_BACKOFF_SECONDS * 2**attempt)
+    raise AssertionError("unreachable")
+
+
 def _provision(context: SetupContext) -> str:
     backend, sandbox_id = context.backend, context.run.sandbox_id
     target = context.git_host.push_target(repository=context.repository)
-    backend.run(sandbox_id, ["git", "init", "--quiet", "--initial-branch=main"])
-    remote_head = backend.run(sandbox_id, ["git", "ls-remote", target.url, "refs/heads/main"], env=target.env)
+    # The repository's own default branch (`master`, say, for one with the
+    # account's earlier work); a new repository's is `main`.
+    branch = context.repository.default_branch
+    backend.run(sandbox_id, ["git", "init", "--quiet", f"--initial-branch={branch}"])
+    remote_head = _remote_git(context, ["git", "ls-remote", target.url, f"refs/heads/{branch}"], target.env)
     if remote_head.stdout.strip():
         # The repository has content already (an earlier setup, or the
         # account's own work): start the sandbox from it, never overwrite it.
-        backend.run(sandbox_id, ["git", "fetch", "--quiet", target.url, "main"], env=target.env)
-        backend.run(sandbox_id, ["git", "checkout", "--quiet", "-B", "main", "FETCH_HEAD"])
-        return "Checked out the repository's existing content"
+        _remote_git(context, ["git", "fetch", "--quiet", target.url, branch], target.env)
+        backend.run(sandbox_id, ["git", "checkout", "--quiet", "-B", branch, "FETCH_HEAD"])
+        return f"Checked out the repository's existing content (branch {branch})"
     files = _starter_files()
     backend.write_files(sandbox_id, files)
     backend.run(sandbox_id, ["git", "add", "--all"])
     backend.run(sandbox_id, ["git", *COMMIT_IDENTITY, "commit", "--quiet", "--allow-empty", "-m", "Set up sandbox"])
-    backend.run(sandbox_id, ["git", "push", "--quiet", target.url, "HEAD:refs/heads/main"], env=target.env)
-    return f"Pushed {len(files)} starter files"
+    _remote_git(context, ["git", "push", "--quiet", target.url, f"HEAD:refs/heads/{branch}"], target.env)
+    return f"Pushed {len(files)} starter files to branch {branch}"
 
 
 def _snapshot(context: SetupContext) -> str:
@@ -195,6 +225,7 @@ def _save_snapshot(context: SetupContext) -> str:
                 "snapshot_id": context.unsaved_snapshot_id,
                 "expires_at": expires_at,
                 "github_repo": context.repository.html_url,
+                "github_repo_id": context.repository.id,
             },
         )
     context.output = {
@@ -249,7 +280,11 @@ def _snapshot_row_uses(run: SetupRun, repository_name: str) -> bool:
 
 
 def undo_run_resources(*, run: SetupRun, backend: SandboxBackend, git_host: GitHost, snapshot_id: str = "") -> list[str]:
-    """Take away what an unfinished run made; returns a sentence per thing that could not be."""
+    """Take away what an unfinished run made; returns a sentence per thing that could not be.
+
+    The repository it created is found by its recorded id (a rename keeps it)
+    and deleted only if it carries this deployment's mark.
+    """
     problems = []
     if snapshot_id:
         try:
@@ -258,7 +293,9 @@ def undo_run_resources(*, run: SetupRun, backend: SandboxBackend, git_host: GitH
             problems.append(f"snapshot {snapshot_id} it took could not be deleted ({exc})")
     if run.created_repository and not _snapshot_row_uses(run, run.created_repository):
         try:
-            git_host.delete_repository(name=run.created_repository)
+            created = git_host.find_repository(name=run.created_repository, repository_id=run.created_repository_id)
+            if created is not None:
+                git_host.delete_repository(repository=created)
         except ProviderError as exc:
             problems.append(
                 f"repository {run.created_repository} it created could not be deleted ({exc}); delete it by hand"

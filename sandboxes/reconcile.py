@@ -9,7 +9,10 @@ Steps, in this order (each one's fix can only help the ones after it):
                     each listed once for the whole run
 3. orphan           repositories whose name ends with an account id that has no
    repositories     Snapshot row (or no account at all), and no setup running;
-                    fixed by deleting them
+                    fixed by deleting them, if they carry this deployment's
+                    mark; those without it (another deployment's, or made
+                    before the mark existed) are listed as not ours and are
+                    never deleted
 4. orphan           snapshots in the backend that no row points at and no
    snapshots        running setup has taken; fixed by deleting them
 5. dangling rows    rows that point at a snapshot the backend does not hold
@@ -44,6 +47,7 @@ from sandboxes.models import SetupRun, Snapshot
 from sandboxes.providers import get_git_host, get_sandbox_backend
 from sandboxes.providers.base import (
     ProviderError,
+    Repository,
     account_id_of_repository,
     repository_name_from_url,
 )
@@ -58,6 +62,7 @@ _SNAPSHOT_ID = re.compile(r"\bsnap_[A-Za-z0-9]+")
 class FindingKind:
     STALE_RUN = "stale_run"
     ORPHAN_REPOSITORY = "orphan_repository"
+    NOT_OURS_REPOSITORY = "not_ours_repository"  # reported only: never fixed
     ORPHAN_SNAPSHOT = "orphan_snapshot"
     MISSING_SNAPSHOT = "missing_snapshot"
     MISSING_REPOSITORY = "missing_repository"
@@ -65,6 +70,7 @@ class FindingKind:
     LABELS: ClassVar[dict[str, str]] = {
         STALE_RUN: "stale runs",
         ORPHAN_REPOSITORY: "orphan repositories",
+        NOT_OURS_REPOSITORY: "repositories not marked as ours (left alone)",
         ORPHAN_SNAPSHOT: "orphan snapshots",
         MISSING_SNAPSHOT: "rows whose snapshot is gone",
         MISSING_REPOSITORY: "rows whose repository is gone",
@@ -72,6 +78,7 @@ class FindingKind:
     SUBJECTS: ClassVar[dict[str, str]] = {
         STALE_RUN: "stale run",
         ORPHAN_REPOSITORY: "orphan repository",
+        NOT_OURS_REPOSITORY: "repository without this deployment's mark",
         ORPHAN_SNAPSHOT: "orphan snapshot",
         MISSING_SNAPSHOT: "row of snapshot",
         MISSING_REPOSITORY: "row of snapshot",
@@ -79,6 +86,7 @@ class FindingKind:
     FIXES: ClassVar[dict[str, str]] = {
         STALE_RUN: "marked failed",
         ORPHAN_REPOSITORY: "deleted",
+        NOT_OURS_REPOSITORY: "left alone",
         ORPHAN_SNAPSHOT: "deleted",
         MISSING_SNAPSHOT: "row deleted",
         MISSING_REPOSITORY: "repository cleared from the row",
@@ -260,12 +268,12 @@ class _Reconciler:
         self.checked(len(findings))
 
     # --- 3. orphan repositories ----------------------------------------------------
-    def orphan_repositories(self, ours: list[tuple[str, str]]) -> None:
-        """`ours`: (name, account id) of the repositories whose name ends with an account id."""
+    def orphan_repositories(self, ours: list[tuple[Repository, str]]) -> None:
+        """`ours`: (repository, account id) of the repositories whose name ends with an account id."""
         for chunk in _chunks(ours, self.batch_size):
             if self.out_of_time():
                 return
-            ids = {uuid.UUID(account_id) for _name, account_id in chunk}
+            ids = {uuid.UUID(account_id) for _repository, account_id in chunk}
             with_rows = {str(i) for i in Snapshot.objects.filter(account_id__in=ids).values_list("account_id", flat=True)}
             setting_up = {
                 str(i)
@@ -273,26 +281,30 @@ class _Reconciler:
                 .values_list("account_id", flat=True)
             }
             existing = {str(i) for i in Account.objects.filter(pk__in=ids).values_list("pk", flat=True)}
-            findings = [
-                Finding(
-                    kind=FindingKind.ORPHAN_REPOSITORY,
-                    subject=name,
+            orphans = [
+                (repository, Finding(
+                    kind=FindingKind.ORPHAN_REPOSITORY if repository.owned else FindingKind.NOT_OURS_REPOSITORY,
+                    subject=repository.name,
                     account_id=account_id,
-                    reason=f"account {account_id} has no snapshot" if account_id in existing
-                    else f"no account {account_id}",
-                )
-                for name, account_id in chunk
+                    reason=(f"account {account_id} has no snapshot" if account_id in existing
+                            else f"no account {account_id}")
+                    + ("" if repository.owned else f"; it {repository.mark_description}, so it is never deleted"),
+                ))
+                for repository, account_id in chunk
                 if account_id not in with_rows and account_id not in setting_up
             ]
-            self.report.findings += findings
-            if findings and self.report.fix:
-                _in_parallel(self._delete_repository, findings, self.concurrency)
-                self.record_fixes(findings, existing_accounts=existing)
+            self.report.findings += [finding for _repository, finding in orphans]
+            # Only repositories that carry this deployment's mark are ever deleted.
+            fixable = [(repository, finding) for repository, finding in orphans if repository.owned]
+            if fixable and self.report.fix:
+                _in_parallel(self._delete_repository, fixable, self.concurrency)
+                self.record_fixes([finding for _repository, finding in fixable], existing_accounts=existing)
             self.checked(len(chunk))
 
-    def _delete_repository(self, finding: Finding) -> None:
+    def _delete_repository(self, item: tuple[Repository, Finding]) -> None:
+        repository, finding = item
         try:
-            self.providers.git_host().delete_repository(name=finding.subject)
+            self.providers.git_host().delete_repository(repository=repository)
             finding.fixed = True
         except ProviderError as exc:
             finding.error = str(exc)
@@ -333,21 +345,25 @@ class _Reconciler:
             finding.error = str(exc)
 
     # --- 5. dangling rows ----------------------------------------------------------
-    def dangling_rows(self, *, snapshot_ids: set[str], repository_names: set[str], listed_at) -> None:
+    def dangling_rows(self, *, snapshot_ids: set[str], repository_names: set[str], repository_ids: set[int],
+                      listed_at) -> None:
         # Only rows last written before the listings began: a row saved since
         # may point at a snapshot or repository the listings could not see.
         rows = Snapshot.objects.filter(updated_at__lt=listed_at).order_by("account_id")
         last_account_id = None
         while not self.out_of_time():
             page = rows if last_account_id is None else rows.filter(account_id__gt=last_account_id)
-            batch = list(page.values_list("account_id", "snapshot_id", "github_repo")[: self.batch_size])
+            batch = list(page.values_list("account_id", "snapshot_id", "github_repo", "github_repo_id")
+                         [: self.batch_size])
             if not batch:
                 return
             last_account_id = batch[-1][0]
             missing_snapshot, missing_repository = [], []
-            for account_id, snapshot_id, github_repo in batch:
+            for account_id, snapshot_id, github_repo, github_repo_id in batch:
                 repository = repository_name_from_url(github_repo) if github_repo else ""
-                repository_gone = bool(repository) and repository not in repository_names
+                # A repository renamed since is still there under its id.
+                repository_gone = (bool(repository) and repository not in repository_names
+                                   and github_repo_id not in repository_ids)
                 if snapshot_id not in snapshot_ids:
                     reason = f"the backend does not hold snapshot {snapshot_id}"
                     if repository_gone:
@@ -409,14 +425,15 @@ class _Reconciler:
         self.stale_runs()
         listed_at = timezone.now()
         try:
-            repository_names = [repository.name for repository in get_git_host().list_all_repositories()]
+            repositories = get_git_host().list_all_repositories()
             snapshot_ids = get_sandbox_backend().list_snapshots()
         except ProviderError as exc:
             self.report.error = f"the git host or the sandbox backend could not be listed ({exc})"
             return self.report
-        # Only repositories whose name ends with an account id are ever touched.
-        ours = [(name, account_id_of_repository(name)) for name in repository_names]
-        ours = [(name, account_id) for name, account_id in ours if account_id]
+        repository_names = [repository.name for repository in repositories]
+        # Only repositories whose name ends with an account id are looked at.
+        ours = [(repository, account_id_of_repository(repository.name)) for repository in repositories]
+        ours = [(repository, account_id) for repository, account_id in ours if account_id]
         self.report.to_check = (
             self.report.checked + len(ours) + len(snapshot_ids)
             + Snapshot.objects.filter(updated_at__lt=listed_at).count()
@@ -424,6 +441,7 @@ class _Reconciler:
         self.orphan_repositories(ours)
         self.orphan_snapshots(snapshot_ids)
         self.dangling_rows(snapshot_ids=set(snapshot_ids), repository_names=set(repository_names),
+                           repository_ids={repository.id for repository in repositories if repository.id},
                            listed_at=listed_at)
         return self.report
 

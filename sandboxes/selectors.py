@@ -15,7 +15,6 @@ from sandboxes.providers.base import (
     Repository,
     repositories_grouped_by_account,
     repository_belongs_to,
-    repository_name_from_url,
 )
 
 
@@ -28,15 +27,34 @@ def setup_runs_recent(*, account: Account, limit: int) -> list[SetupRun]:
     return list(SetupRun.objects.filter(account=account).order_by("-created_at")[:limit])
 
 
+def sandbox_repositories(
+    *, account_id, snapshot: Snapshot | None, listed: Mapping[str, list[Repository]]
+) -> tuple[list[Repository], list[Repository]]:
+    """The account's repositories in the git host's listing: (those deleting its sandbox deletes, those it leaves).
+
+    The account's are every one whose name ends with its id, and the recorded
+    one, found by its id even when renamed. Deleted are those that carry this
+    deployment's mark; the others are left alone, and reported.
+    """
+    found = {
+        repository.name: repository
+        for repository in listed.get(str(account_id), [])
+        if repository_belongs_to(repository.name, account_id)
+    }
+    if snapshot is not None and snapshot.github_repo:
+        recorded = getattr(listed, "by_id", {}).get(snapshot.github_repo_id)
+        if recorded is not None and recorded.owned:
+            found[recorded.name] = recorded  # renamed away from the account id: still its repository
+    ordered = sorted(found.values(), key=lambda repository: repository.name)
+    return [r for r in ordered if r.owned], [r for r in ordered if not r.owned]
+
+
 def sandbox_repository_names(
     *, account_id, snapshot: Snapshot | None, listed: Mapping[str, list[Repository]]
 ) -> list[str]:
-    """The repositories deleting an account's sandbox deletes: the recorded one and every one the
-    git host holds under the account's id (never one whose name does not end with that id)."""
-    names = {repository.name for repository in listed.get(str(account_id), [])}
-    if snapshot is not None and snapshot.github_repo:
-        names.add(repository_name_from_url(snapshot.github_repo))
-    return sorted(name for name in names if repository_belongs_to(name, account_id))
+    """The names of the repositories deleting an account's sandbox deletes (see sandbox_repositories)."""
+    owned, _left_alone = sandbox_repositories(account_id=account_id, snapshot=snapshot, listed=listed)
+    return [repository.name for repository in owned]
 
 
 @dataclass

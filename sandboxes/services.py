@@ -25,11 +25,12 @@ from sandboxes.models import SetupRun, Snapshot
 from sandboxes.pipeline import undo_run_resources
 from sandboxes.providers import get_git_host, get_sandbox_backend
 from sandboxes.providers.base import (
+    NotOurRepository,
     ProviderError,
     Repository,
     repositories_grouped_by_account,
 )
-from sandboxes.selectors import sandbox_repository_names
+from sandboxes.selectors import sandbox_repositories
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +231,8 @@ class SandboxDeletion:
     account_id: object
     snapshot: Snapshot | None = None  # the row as it was, when this call removed it
     repositories: list[str] = field(default_factory=list)  # deleted from the git host
+    # The account's repositories without this deployment's mark: never deleted, reported ("name: why").
+    left_alone: list[str] = field(default_factory=list)
     error: str = ""
 
     @property
@@ -256,16 +259,19 @@ class _ProvidersPerThread(threading.local):
 
 
 def _delete_outside(
-    deletion: SandboxDeletion, names: list[str], snapshot: Snapshot | None, *, providers: _ProvidersPerThread
+    deletion: SandboxDeletion, repositories: list[Repository], snapshot: Snapshot | None, *,
+    providers: _ProvidersPerThread,
 ) -> None:
-    """Delete the repositories, then the snapshot; stop at the first failure and say what failed."""
+    """Delete this deployment's repositories, then the snapshot; stop at the first failure and say what failed."""
     git_host, backend = providers.get()
-    for name in names:
+    for repository in repositories:
         try:
-            if git_host.delete_repository(name=name):
-                deletion.repositories.append(name)
+            if git_host.delete_repository(repository=repository):
+                deletion.repositories.append(repository.name)
+        except NotOurRepository as exc:  # its mark changed since the listing
+            deletion.left_alone.append(f"{repository.name}: {exc}")
         except ProviderError as exc:
-            deletion.error = f"Failed to delete repository {name}: {exc}"
+            deletion.error = f"Failed to delete repository {repository.name}: {exc}"
             return
     if snapshot is not None:
         try:
@@ -313,8 +319,10 @@ def sandboxes_delete(
         for deletion in deletions:
             snapshot = snapshots.get(deletion.account_id)
             # The same rule as the admin's confirmation page, which lists what will go.
-            names = sandbox_repository_names(account_id=deletion.account_id, snapshot=snapshot, listed=listed)
-            work.append((deletion, names, snapshot))
+            owned, left_alone = sandbox_repositories(account_id=deletion.account_id, snapshot=snapshot,
+                                                     listed=listed)
+            deletion.left_alone += [f"{repository.name}: {repository.mark_description}" for repository in left_alone]
+            work.append((deletion, owned, snapshot))
         providers = _ProvidersPerThread()
         if concurrency > 1 and len(work) > 1:
             with ThreadPoolExecutor(max_workers=concurrency) as pool:
@@ -370,7 +378,10 @@ def _deletion_detail(deletion: SandboxDeletion) -> str:
     parts = [f"snapshot {deletion.snapshot.snapshot_id}" if deletion.snapshot else "no snapshot"]
     if deletion.repositories:
         parts.append("repositories " + ", ".join(deletion.repositories))
-    return "Deleted " + " and ".join(parts)
+    detail = "Deleted " + " and ".join(parts)
+    if deletion.left_alone:
+        detail += "; left alone, without this deployment's mark: " + "; ".join(deletion.left_alone)
+    return detail
 
 
 def sandbox_delete(*, account: Account, actor: Actor) -> Snapshot | None:

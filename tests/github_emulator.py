@@ -9,8 +9,11 @@ host calls, with the shapes github.com answers with:
     GET    /orgs/{org}                                  ("org")
     GET    /orgs/{org}/repos?per_page=&page=            Link-header pagination ("list")
     POST   /orgs/{org}/repos                            201, or 422 "name already exists" ("create")
-    GET    /repos/{owner}/{repo}                        200 or 404 ("get")
-    DELETE /repos/{owner}/{repo}                        204 or 404 ("delete")
+    GET    /repos/{owner}/{repo}                        200 or 404 ("get"); 301 once renamed
+    DELETE /repos/{owner}/{repo}                        204 or 404 ("delete"); 307 once renamed
+    PUT    /repos/{owner}/{repo}/topics                 200, or 422 for an invalid topic ("topics")
+    GET    /repositories/{id}                           200 or 404 ("get_by_id")
+    DELETE /repositories/{id}                           204 or 404 ("delete_by_id")
     *      /git/{owner}/{repo}.git/...                  git smart HTTP through the real
                                                         `git http-backend` ("push" for
                                                         receive-pack, "fetch" for upload-pack;
@@ -18,16 +21,39 @@ host calls, with the shapes github.com answers with:
 
 Errors look like GitHub's: 401 {"message": "Bad credentials"}, 404 {"message":
 "Not Found", "documentation_url": ...}, 422 {"message": "Repository creation
-failed.", "errors": [...]}, 403 rate limits with X-RateLimit-* / Retry-After.
+failed.", "errors": [...]}, rate limits as 403 or 429 with X-RateLimit-* /
+Retry-After.
+
+GitHub's awkward answers, as its documentation gives them:
+
+- A renamed or transferred repository (`rename`) answers its old name with
+  301 to reads and 307 to every other method, `Location` naming
+  `/repositories/{id}`; a 307 changes nothing.
+  https://docs.github.com/en/rest/using-the-rest-api/getting-started-with-the-rest-api#http-redirects
+- A primary rate limit is 403 or 429 with `x-ratelimit-remaining: 0` and
+  `x-ratelimit-reset` (epoch seconds); a secondary one may carry `retry-after`.
+  https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api
+- Topics are lowercase letters, digits and hyphens, at most 50 characters,
+  and a PUT replaces them all.
+  https://docs.github.com/en/rest/repos/repos#replace-all-repository-topics
+  https://docs.github.com/en/repositories/managing-your-repositorys-settings-and-features/customizing-your-repository/classifying-your-repository-with-topics
+- A repository's `default_branch` may be other than `main` (`add_repository`
+  with `default_branch="master"` and files on it).
+  https://docs.github.com/en/rest/repos/repos#get-a-repository
+- A create whose answer is lost after the repository was made (`fail(...,
+  after=True)`: the request takes effect, then the fault answers), so the retry
+  meets GitHub's 422 "name already exists".
+  https://docs.github.com/en/rest/repos/repos#create-an-organization-repository
 
 The clone URLs point at real bare repositories under `root`, and the git
 endpoint demands `Authorization: Basic` with a valid token as the password, so a
 passing push proves the token reached git (through its environment).
 
 Fault knobs, per route name: `fail` (the next N calls answer a status, with
-optional headers and body), `rate_limit`, `delay` (sleep before answering) and
-`drop` (close the socket without answering). Every request is recorded in
-`requests` (method, path, query, headers, route).
+optional headers and body; `after=True` first does what was asked),
+`rate_limit` (403 or 429), `delay` (sleep before answering) and `drop` (close
+the socket without answering). Every request is recorded in `requests`
+(method, path, query, headers, route, and `at`, time.monotonic() on arrival).
 """
 
 import base64
@@ -37,7 +63,9 @@ import secrets
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from io import StringIO
@@ -56,7 +84,8 @@ GIT_ENV = {
     "GIT_CONFIG_GLOBAL": "/dev/null",
 }
 REASONS = {
-    200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
+    200: "OK", 201: "Created", 204: "No Content", 301: "Moved Permanently", 307: "Temporary Redirect",
+    400: "Bad Request", 401: "Unauthorized",
     403: "Forbidden", 404: "Not Found", 409: "Conflict", 422: "Unprocessable Entity",
     429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
     503: "Service Unavailable", 504: "Gateway Timeout",
@@ -78,6 +107,7 @@ class RecordedRequest:
     query: dict[str, str]
     headers: dict[str, str]
     route: str
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -89,6 +119,7 @@ class _Fault:
     body: object = None
     delay: float = 0.0
     drop: bool = False
+    after: bool = False  # do what the request asks, then answer the fault (an answer lost on the way back)
 
     def take(self) -> bool:
         if self.remaining is None:
@@ -163,6 +194,7 @@ class GitHubEmulator:
         self.token = token or "ghp_" + secrets.token_hex(18)
         self.requests: list[RecordedRequest] = []
         self.repos: dict[tuple[str, str], dict] = {}
+        self.redirects: dict[tuple[str, str], int] = {}  # an old (owner, name) -> the id of the renamed repository
         self.orgs: dict[str, dict] = {}
         self._tokens: dict[str, datetime | None] = {self.token: None}
         self._apps: dict[int, _App] = {}
@@ -214,14 +246,50 @@ class GitHubEmulator:
             return org
 
     def add_repository(self, name: str, *, owner: str | None = None, description: str = "",
-                       private: bool = True) -> dict:
-        """A repository that exists before the test (its bare repository is made on first git use)."""
+                       private: bool = True, topics: list[str] | tuple = (), default_branch: str = "main",
+                       files: dict[str, bytes] | None = None) -> dict:
+        """A repository that exists before the test (its bare repository is made on first git use).
+
+        With `files`, its bare repository holds one commit of them on `default_branch`.
+        """
         owner = owner or self.organization
         with self._lock:
             repo = {"id": self._new_id(), "name": name, "owner": owner, "private": private,
-                    "description": description, "created_at": datetime.now(UTC)}
+                    "description": description, "created_at": datetime.now(UTC), "topics": list(topics),
+                    "default_branch": default_branch}
             self.repos[(owner, name)] = repo
-            return self._repo_json(repo)
+        if files:
+            self._commit(self._bare_repository(owner, name), default_branch, files)
+        return self.repository(name, owner)
+
+    def _commit(self, bare: Path, branch: str, files: dict[str, bytes]) -> None:
+        env = {**GIT_ENV, "HOME": str(self.root), "GIT_AUTHOR_NAME": "Someone", "GIT_AUTHOR_EMAIL": "s@example.com",
+               "GIT_COMMITTER_NAME": "Someone", "GIT_COMMITTER_EMAIL": "s@example.com"}
+        with tempfile.TemporaryDirectory() as work:
+            subprocess.run(["git", "init", "--quiet", f"--initial-branch={branch}", work], check=True, env=env)
+            for relative, content in files.items():
+                (Path(work) / relative).parent.mkdir(parents=True, exist_ok=True)
+                (Path(work) / relative).write_bytes(content)
+            subprocess.run(["git", "add", "--all"], cwd=work, check=True, env=env)
+            subprocess.run(["git", "commit", "--quiet", "-m", "Their own work"], cwd=work, check=True, env=env)
+            subprocess.run(["git", "push", "--quiet", str(bare), f"HEAD:refs/heads/{branch}"], cwd=work,
+                           check=True, env=env)
+
+    def rename(self, name: str, new_name: str, *, owner: str | None = None) -> None:
+        """Rename a repository as a person would on github.com: its old name now redirects to its id."""
+        owner = owner or self.organization
+        with self._lock:
+            repo = self.repos.pop((owner, name))
+            repo["name"] = new_name
+            self.repos[(owner, new_name)] = repo
+            self.redirects[(owner, name)] = repo["id"]
+            old, new = self.bare_path(name, owner), self.bare_path(new_name, owner)
+            if old.exists():
+                old.rename(new)
+
+    def set_topics(self, name: str, topics: list[str], *, owner: str | None = None) -> None:
+        with self._lock:
+            self.repos[(owner or self.organization, name)]["topics"] = list(topics)
 
     def repository(self, name: str, owner: str | None = None) -> dict | None:
         with self._lock:
@@ -257,23 +325,29 @@ class GitHubEmulator:
 
     # --- fault knobs --------------------------------------------------------------
     def fail(self, route: str, status: int, *, times: int | None = 1, headers: dict | None = None,
-             body=None, message: str | None = None):
-        """The next `times` calls to `route` (None: every call) answer `status`."""
+             body=None, message: str | None = None, after: bool = False):
+        """The next `times` calls to `route` (None: every call) answer `status`.
+
+        `after`: the request takes effect first (a repository is created, say)
+        and then `status` answers it, as when GitHub's answer is lost on the way back.
+        """
         if body is None:
             body = {"message": message or DEFAULT_MESSAGES.get(status, "Error"), "documentation_url": DOCS}
         with self._lock:
             self._faults.append(_Fault(route=route, remaining=times, status=status,
-                                       headers={k: str(v) for k, v in (headers or {}).items()}, body=body))
+                                       headers={k: str(v) for k, v in (headers or {}).items()}, body=body,
+                                       after=after))
 
-    def rate_limit(self, route: str, *, times: int = 1, retry_after: int | None = 1, reset_in: int | None = None):
-        """The next calls answer GitHub's 403 rate limit (Retry-After and/or X-RateLimit-Reset)."""
+    def rate_limit(self, route: str, *, times: int = 1, retry_after: int | None = 1, reset_in: int | None = None,
+                   status: int = 403):
+        """The next calls answer GitHub's primary rate limit, 403 or 429 (Retry-After and/or X-RateLimit-Reset)."""
         headers = {"X-RateLimit-Limit": "5000", "X-RateLimit-Remaining": "0", "X-RateLimit-Used": "5000",
                    "X-RateLimit-Resource": "core"}
         reset = int(datetime.now(UTC).timestamp()) + (reset_in if reset_in is not None else retry_after or 60)
         headers["X-RateLimit-Reset"] = str(reset)
         if retry_after is not None:
             headers["Retry-After"] = str(retry_after)
-        self.fail(route, 403, times=times, headers=headers,
+        self.fail(route, status, times=times, headers=headers,
                   message="API rate limit exceeded for installation ID 1. If you reach out to GitHub Support "
                           "for help, please include the request ID.")
 
@@ -332,12 +406,17 @@ class GitHubEmulator:
             self._stopping.wait(delay.delay)
         try:
             fault = self._take_fault(route, "fail")
-            if fault is not None:
+            if fault is not None and not fault.after:
                 raise _Response(fault.status, fault.body, fault.headers)
             if route in ("push", "fetch"):
                 return self._git(environ, body, start_response)
-            self._dispatch(method, path, query, headers, body, route)
-            raise _error(404)
+            try:
+                self._dispatch(method, path, query, headers, body, route)
+                raise _error(404)
+            except _Response:
+                if fault is None:
+                    raise
+            raise _Response(fault.status, fault.body, fault.headers)  # done, but the answer is lost
         except _Response as answer:
             return _answer(start_response, answer)
 
@@ -372,17 +451,52 @@ class GitHubEmulator:
             self._list(parts[1], query)
         if route == "create":
             self._create(parts[1], body)
-        if route in ("get", "delete"):
+        if route in ("get", "delete", "topics"):
             owner, name = parts[1], parts[2]
             with self._lock:
                 repo = self.repos.get((owner, name))
+                if repo is None and (owner, name) in self.redirects:
+                    # Renamed: reads are moved permanently, other methods temporarily; nothing changes.
+                    location = f"{self.url}/repositories/{self.redirects[(owner, name)]}"
+                    raise _Response(301 if method == "GET" else 307,
+                                    {"message": "Moved Permanently" if method == "GET" else "Temporary Redirect",
+                                     "url": location, "documentation_url": DOCS}, {"Location": location})
                 if repo is None:
                     raise _error(404)
-                if route == "get":
-                    raise _Response(200, self._repo_json(repo))
-                del self.repos[(owner, name)]
-            shutil.rmtree(self.bare_path(name, owner), ignore_errors=True)
-            raise _Response(204)
+            self._repository_route(route, repo, body)
+        if route in ("get_by_id", "delete_by_id"):
+            with self._lock:
+                repo = next((repo for repo in self.repos.values() if str(repo["id"]) == parts[1]), None)
+            if repo is None:
+                raise _error(404)
+            self._repository_route(route.removesuffix("_by_id"), repo, body)
+
+    def _repository_route(self, route: str, repo: dict, body: bytes):
+        owner, name = repo["owner"], repo["name"]
+        if route == "get":
+            with self._lock:
+                raise _Response(200, self._repo_json(repo))
+        if route == "topics":
+            try:
+                names = json.loads(body or b"{}").get("names")
+            except (ValueError, AttributeError):
+                raise _error(400, "Problems parsing JSON") from None
+            if not isinstance(names, list) or not all(
+                isinstance(topic, str) and re.fullmatch(r"[a-z0-9][a-z0-9-]{0,49}", topic) for topic in names
+            ):
+                raise _error(422, "Invalid topics", errors=[
+                    {"resource": "Repository", "code": "invalid", "field": "names",
+                     "message": "Topics must start with a lowercase letter or number, consist of 50 characters "
+                                "or less, and can include hyphens."}])
+            with self._lock:
+                repo["topics"] = list(dict.fromkeys(names))
+                raise _Response(200, {"names": repo["topics"]})
+        with self._lock:
+            if self.repos.get((owner, name)) is not repo:
+                raise _error(404)
+            del self.repos[(owner, name)]
+        shutil.rmtree(self.bare_path(name, owner), ignore_errors=True)
+        raise _Response(204)
 
     def _token_exchange(self, installation_id: int, headers: dict[str, str]):
         scheme, _, credential = headers.get("Authorization", "").partition(" ")
@@ -447,8 +561,10 @@ class GitHubEmulator:
                     {"resource": "Repository", "code": "custom", "field": "name",
                      "message": "name already exists on this account"}])
             repo = {"id": self._new_id(), "name": name, "owner": org, "private": bool(data.get("private")),
-                    "description": data.get("description") or "", "created_at": datetime.now(UTC)}
+                    "description": data.get("description") or "", "created_at": datetime.now(UTC),
+                    "topics": [], "default_branch": "main"}
             self.repos[(org, name)] = repo
+            self.redirects.pop((org, name), None)  # a new repository takes the name back from a redirect
         self._bare_repository(org, name)
         raise _Response(201, self._repo_json(repo))
 
@@ -533,7 +649,8 @@ class GitHubEmulator:
             "url": f"{self.url}/repos/{owner}/{name}",
             "clone_url": f"{self.url}/git/{owner}/{name}.git",
             "git_url": f"{self.url}/git/{owner}/{name}.git",
-            "default_branch": "main",
+            "default_branch": repo.get("default_branch", "main"),
+            "topics": list(repo.get("topics", [])),
             "created_at": repo["created_at"].strftime("%Y-%m-%dT%H:%M:%SZ"),
             "owner": {"login": owner, "id": owner_id, "type": "Organization",
                       "url": f"{self.url}/users/{owner}", "html_url": f"{self.url}/{owner}"},
@@ -554,6 +671,10 @@ def _route(method: str, path: str, query: str) -> str:
         return {"GET": "list", "POST": "create"}.get(method, "other")
     if len(parts) == 3 and parts[0] == "repos":
         return {"GET": "get", "DELETE": "delete"}.get(method, "other")
+    if len(parts) == 4 and parts[0] == "repos" and parts[3] == "topics":
+        return "topics" if method == "PUT" else "other"
+    if len(parts) == 2 and parts[0] == "repositories" and parts[1].isdigit():
+        return {"GET": "get_by_id", "DELETE": "delete_by_id"}.get(method, "other")
     return "other"
 
 

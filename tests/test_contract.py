@@ -31,6 +31,7 @@ from drf_spectacular.validation import validate_schema
 from jsonschema import Draft202012Validator, FormatChecker
 
 from sandboxes.models import Snapshot
+from tests.sandboxes.local_git import make_bare_repository, make_undeletable, repository_path
 
 CONTRACT_PATH = Path(__file__).resolve().parents[1] / "docs" / "api" / "contract.yaml"
 METHODS = ("get", "put", "post", "delete", "patch", "options", "head")
@@ -408,11 +409,13 @@ def test_delete_400_for_a_bad_account_id_keeps_the_contract(contract, schema, pe
     assert body["invalid_fields"] == ["account_id"]
 
 
-def test_delete_400_when_the_git_host_fails_keeps_the_contract(contract, schema, people, api):
-    # A recorded repository URL whose name the git host refuses: deleting it fails.
+def test_delete_400_when_the_git_host_fails_keeps_the_contract(contract, schema, people, api, tmp_path):
+    # The account's repository, on a path the git host cannot delete: deleting it fails.
     account = people.alice.account
+    repository = make_bare_repository(repository_path(account))
+    make_undeletable(account, tmp_path)
     Snapshot.objects.create(account=account, snapshot_id="snap_x", expires_at=timezone.now(),
-                            github_repo=f"file:///nowhere/not%20valid {account.pk}.git")
+                            github_repo=repository.resolve().as_uri())
     body = assert_answer_keeps_the_contract(contract, schema, api.delete(people.alice.key),
                                             path=DELETE, method="delete", code=400)
     assert "repository" in body["error"]

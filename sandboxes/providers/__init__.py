@@ -15,7 +15,8 @@ def get_git_host() -> GitHost:
     if settings.GIT_HOST == "github":
         from sandboxes.providers.github import GitHubConfig, GitHubHost
 
-        return GitHubHost(config=GitHubConfig(**settings.GITHUB))
+        return GitHubHost(config=GitHubConfig(**settings.GITHUB, deployment_id=settings.SANDBOX_DEPLOYMENT_ID))
     from sandboxes.providers.local_git import LocalGitHost
 
-    return LocalGitHost(root=settings.GIT_ROOT, command_timeout=settings.SANDBOX_COMMAND_TIMEOUT)
+    return LocalGitHost(root=settings.GIT_ROOT, command_timeout=settings.SANDBOX_COMMAND_TIMEOUT,
+                        deployment_id=settings.SANDBOX_DEPLOYMENT_ID)

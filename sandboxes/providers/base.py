@@ -13,6 +13,9 @@ from typing import Protocol
 from django.utils.text import slugify
 
 REPOSITORY_SLUG_LENGTH = 50
+# Retries of calls to a remote git host, API and git alike: the n-th retry
+# waits RETRY_BACKOFF_SECONDS * 2**(n-1).
+RETRY_BACKOFF_SECONDS = 0.5
 
 
 class ProviderError(Exception):
@@ -45,11 +48,29 @@ class GitHostError(ProviderError):
     pass
 
 
+class NotOurRepository(GitHostError):
+    """The repository does not carry this deployment's mark: it is reported, never deleted."""
+
+
 @dataclass(frozen=True)
 class Repository:
     name: str
     html_url: str
     clone_url: str = ""
+    id: int | None = None  # the host's own id (GitHub's repository id, kept across renames); None locally
+    default_branch: str = "main"
+    deployment: str = ""  # the SANDBOX_DEPLOYMENT_ID its mark names; "" when it carries none
+    created_by_run: str = ""  # the setup run its mark names, the one that created it
+    owned: bool = False  # it carries this deployment's mark: the only kind ever deleted
+
+    @property
+    def mark_description(self) -> str:
+        """Whose the repository is, in words, for reports."""
+        if self.owned:
+            return "carries this deployment's mark"
+        if self.deployment:
+            return f"carries the mark of deployment {self.deployment!r}, not this one's"
+        return "carries no deployment's mark"
 
 
 @dataclass(frozen=True)
@@ -80,6 +101,69 @@ class SnapshotInfo:
     size_bytes: int
 
 
+# The mark: a repository topic (lowercase letters, digits and hyphens, at most
+# 50 characters), so SANDBOX_DEPLOYMENT_ID is at most 31 characters.
+# https://docs.github.com/en/repositories/managing-your-repositorys-settings-and-features/customizing-your-repository/classifying-your-repository-with-topics
+MARK_PREFIX = "sandbox-deployment-"
+DEPLOYMENT_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
+_MARK_IN_DESCRIPTION = re.compile(r"\[" + MARK_PREFIX + r"([a-z0-9-]+)(?: (run_[0-9a-f]+))?\]\s*$")
+
+
+def deployment_mark(deployment_id: str) -> str:
+    """The topic that marks a repository as this deployment's: `sandbox-deployment-<id>`."""
+    return MARK_PREFIX + deployment_id
+
+
+def described_with_mark(description: str, *, deployment_id: str, run_id: str = "") -> str:
+    """The description a repository is created with: the mark (and the run) travel in the create call itself."""
+    mark = " ".join(filter(None, [deployment_mark(deployment_id), run_id]))
+    return f"{description} [{mark}]".strip()
+
+
+def mark_fields(*, topics: list[str], description: str, deployment_id: str) -> dict:
+    """Repository fields (deployment, created_by_run, owned) from what its topics and description name.
+
+    A topic is the mark an operator sees and can add by hand; the description
+    carries the mark from the create call on, before the topic is written.
+    """
+    found = _MARK_IN_DESCRIPTION.search(description or "")
+    named = [topic.removeprefix(MARK_PREFIX) for topic in topics if topic.startswith(MARK_PREFIX)]
+    if found:
+        named.insert(0, found.group(1))
+    owned = deployment_id in named
+    ours_described = bool(found) and found.group(1) == deployment_id
+    return {
+        "deployment": deployment_id if owned else (named[0] if named else ""),
+        "created_by_run": (found.group(2) or "") if ours_described else "",
+        "owned": owned,
+    }
+
+
+# How git (through libcurl) says a remote failed in a way that may pass: a 5xx
+# answer, a dropped or refused connection, a timeout. Never a 401, 403 or 404.
+_TRANSIENT_GIT_FAILURE = re.compile(
+    r"returned error: 5\d\d|HTTP 5\d\d|Connection reset|Empty reply from server|Recv failure|Send failure"
+    r"|Failed to connect|Couldn't connect|Connection refused|timed out|did not finish within",
+    re.IGNORECASE,
+)
+_GIT_NOT_FOUND = re.compile(r"repository '[^']*' not found|returned error: 404|Repository not found", re.IGNORECASE)
+_GIT_REFUSED = re.compile(r"returned error: 40[13]|HTTP 40[13]|Authentication failed|could not read Username",
+                          re.IGNORECASE)
+
+
+def git_failure_is_transient(message: str, *, just_created: bool = False) -> bool:
+    """Whether a failed `git ls-remote`, `fetch` or `push` is worth trying again.
+
+    A repository created a moment ago may not be served yet: its "not found" is
+    transient too.
+    """
+    if _GIT_REFUSED.search(message):
+        return False
+    if _GIT_NOT_FOUND.search(message):
+        return just_created
+    return bool(_TRANSIENT_GIT_FAILURE.search(message))
+
+
 def repository_name_for(*, account_name: str, account_id) -> str:
     """`<slug of the account name>-<account id>`: the id makes it the account's alone."""
     slug = slugify(account_name)[:REPOSITORY_SLUG_LENGTH].strip("-") or "sandbox"
@@ -94,9 +178,16 @@ def repository_belongs_to(name: str, account_id) -> bool:
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
-def repositories_grouped_by_account(repositories: list[Repository]) -> dict[str, list[Repository]]:
-    """Group repositories by every account id their name carries: one pass over a whole listing."""
-    grouped: dict[str, list[Repository]] = {}
+class RepositoryListing(dict):
+    """A git host's listing by every account id a repository's name carries; `by_id` by the host's id."""
+
+    by_id: dict[int, Repository]
+
+
+def repositories_grouped_by_account(repositories: list[Repository]) -> RepositoryListing:
+    """Group repositories by every account id their name carries (and by id): one pass over a whole listing."""
+    grouped = RepositoryListing()
+    grouped.by_id = {repository.id: repository for repository in repositories if repository.id is not None}
     for repository in repositories:
         for found in set(_UUID.findall(repository.name.lower())):
             grouped.setdefault(found, []).append(repository)
@@ -146,9 +237,17 @@ class SandboxBackend(Protocol):
 
 class GitHost(Protocol):
     name: str
+    deployment_id: str
+    remote_retries: int  # how often a failed git ls-remote, fetch or push is tried again
 
-    def ensure_repository(self, *, name: str, description: str) -> EnsuredRepository:
-        """Create the repository, or return it if it exists already."""
+    def ensure_repository(self, *, name: str, description: str, run_id: str = "") -> EnsuredRepository:
+        """Create the repository marked as this deployment's (and `run_id`'s), or return it if it exists.
+
+        `created` is True also for one this run created whose answer was lost.
+        """
+
+    def find_repository(self, *, name: str, repository_id: int | None = None) -> Repository | None:
+        """The repository by its id (which survives a rename) or else its name; None when it is gone."""
 
     def list_repositories(self, *, account_id) -> list[Repository]:
         """Every repository whose name carries the account id."""
@@ -156,7 +255,10 @@ class GitHost(Protocol):
     def list_all_repositories(self) -> list[Repository]:
         """Every repository of the host (one listing serves a whole batch of accounts)."""
 
-    def delete_repository(self, *, name: str) -> bool:
-        """Delete a repository; False when it was already gone."""
+    def delete_repository(self, *, repository: Repository) -> bool:
+        """Delete a repository this deployment owns; False when it was already gone.
+
+        Raises NotOurRepository for one without this deployment's mark.
+        """
 
     def push_target(self, *, repository: Repository) -> PushTarget: ...

@@ -61,7 +61,7 @@ def expired_sandboxes(transactional_db, github) -> dict:
     for number in range(SANDBOXES):
         account = account_create(name=f"Expired {number}", email=f"expired{number}@example.com")
         name = repository_name_for(account_name=account.name, account_id=account.pk)
-        repository = github.add_repository(name)
+        repository = github.add_repository(name, topics=["sandbox-deployment-outage-test"])
         sandbox_id = backend.create()
         backend.write_files(sandbox_id, {"README.md": f"sandbox {number}\n".encode()})
         snapshot_id = backend.snapshot(sandbox_id).snapshot_id
@@ -106,7 +106,7 @@ def test_a_git_host_outage_during_a_cleanup_leaves_what_was_not_deleted_and_a_re
     env = service_environment(
         database_url=database_url_of_the_test_database(), queue_name=new_queue_name(),
         sandbox_root=settings.SANDBOX_ROOT, git_root=settings.GIT_ROOT, var_dir=tmp_path / "var",
-        GIT_HOST="github", GITHUB_ORG=github.organization, GITHUB_TOKEN=github.token, GITHUB_API_URL=github.url,
+        GIT_HOST="github", SANDBOX_DEPLOYMENT_ID="outage-test", GITHUB_ORG=github.organization, GITHUB_TOKEN=github.token, GITHUB_API_URL=github.url,
         GITHUB_RETRIES="0", GITHUB_TIMEOUT="2", GITHUB_MS_BETWEEN_WRITES="0",
     )
     backend = get_sandbox_backend()

@@ -7,6 +7,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.github_emulator import GitHubEmulator
 
 ORGANIZATION = "sandbox-org"
+DEPLOYMENT = "sandboxes-test"  # SANDBOX_DEPLOYMENT_ID of the tests on GitHub
 APP_ID = "31337"
 INSTALLATION_ID = 4242
 
@@ -64,6 +65,7 @@ def github_host(settings, github):
     """
     settings.GIT_HOST = "github"
     settings.GITHUB = github_settings_for(github, retries=1)
+    settings.SANDBOX_DEPLOYMENT_ID = DEPLOYMENT
     return github
 
 
@@ -73,6 +75,7 @@ def github_app(settings, github, app_key):
     private, public = app_key
     github.register_app(app_id=APP_ID, public_key_pem=public, installation_id=INSTALLATION_ID)
     settings.GIT_HOST = "github"
+    settings.SANDBOX_DEPLOYMENT_ID = DEPLOYMENT
     settings.GITHUB = github_settings_for(
         github, token="", app_id=APP_ID, app_private_key=private, app_installation_id=INSTALLATION_ID, retries=1
     )

@@ -23,10 +23,12 @@ def repository_path(account, name: str | None = None) -> Path:
     return Path(settings.GIT_ROOT) / f"{name or repository_name(account)}.git"
 
 
-def make_bare_repository(path: Path) -> Path:
-    """A repository that exists before any setup."""
+def make_bare_repository(path: Path, *, marked: bool = True) -> Path:
+    """A repository that exists before any setup: made by this deployment earlier (marked), or by someone else."""
     path.parent.mkdir(parents=True, exist_ok=True)
     git("init", "--bare", "--quiet", "--initial-branch=main", path)
+    if marked:
+        git("config", "--file", path / "config", "sandbox.deployment", settings.SANDBOX_DEPLOYMENT_ID)
     return path
 
 

@@ -30,6 +30,7 @@ from accounts.models import AuditEvent
 from config.timefmt import format_moment
 from sandboxes.cleanup import CleanupRule, sandboxes_cleanup
 from sandboxes.models import SetupRun, Snapshot
+from tests.sandboxes.conftest import DEPLOYMENT
 from tests.sandboxes.local_git import make_undeletable
 from tests.sandboxes.seeded_sandboxes import (
     FRESH,
@@ -396,7 +397,7 @@ def test_a_git_host_that_cannot_be_listed_stops_the_run_before_deleting_anything
 def test_with_github_the_repositories_are_listed_once_per_run_not_per_batch(people, github_host):
     snapshots = seed_accounts(5, with_repository=False)
     for snapshot in snapshots:
-        github_host.add_repository(f"user-{snapshot.account_id}")
+        github_host.add_repository(f"user-{snapshot.account_id}", topics=[f"sandbox-deployment-{DEPLOYMENT}"])
     github_host.add_repository("not-a-sandbox")
 
     cleanup("--expired", "--yes", "--batch-size", "2")
@@ -405,6 +406,30 @@ def test_with_github_the_repositories_are_listed_once_per_run_not_per_batch(peop
     assert len(github_host.calls("delete")) == 5
     assert github_host.repository_names() == ["not-a-sandbox"]
     assert Snapshot.objects.count() == 0
+
+
+def test_with_github_a_cleanup_of_300_with_concurrency_4_sends_its_writes_one_at_a_time_spaced(
+    people, github_host, settings
+):
+    interval = 0.02
+    settings.GITHUB = {**settings.GITHUB, "seconds_between_writes": interval}
+    snapshots = seed_accounts(300, with_repository=False)
+    for snapshot in snapshots:
+        github_host.add_repository(f"user-{snapshot.account_id}", topics=[f"sandbox-deployment-{DEPLOYMENT}"])
+    unmarked = f"their-own-{snapshots[0].account_id}"
+    github_host.add_repository(unmarked)
+
+    out, _ = cleanup("--all", "--yes", "--concurrency", "4", "--format", "json")
+
+    report = json.loads(out)
+    assert (report["deleted"], report["failed"], report["repositories_removed"]) == (300, 0, 300)
+    assert report["repositories_left_alone"] == [f"{unmarked}: carries no deployment's mark"]
+    assert github_host.repository_names() == [unmarked]
+    deletes = sorted(call.at for call in github_host.calls("delete"))
+    assert len(deletes) == 300
+    gaps = [later - earlier for earlier, later in zip(deletes, deletes[1:])]
+    # As the emulator received them: never two at once, never closer than GITHUB_MS_BETWEEN_WRITES.
+    assert min(gaps) >= interval, sorted(gaps)[:5]
 
 
 # --- queries per batch -------------------------------------------------------------------

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from accounts.models import AuditEvent
 from sandboxes.models import SetupRun, Snapshot
 from tests.sandboxes.local_git import (
     git,
@@ -110,6 +111,25 @@ def test_delete_removes_every_repository_carrying_the_account_id_also_unrecorded
     assert not old.exists()
     assert not repository_path(account).exists()
     assert list(Path(settings.GIT_ROOT).iterdir()) == []
+
+
+def test_delete_leaves_a_repository_without_this_deployments_mark_and_reports_it(
+    people, api, run_queued_setups
+):
+    account = people.alice.account
+    set_up(api, people.alice, run_queued_setups)
+    # Carries the account's id, but this deployment did not make it (another
+    # deployment, a restored backup's, or one made before the mark existed).
+    foreign = make_bare_repository(repository_path(account, f"alice-elsewhere-{account.pk}"), marked=False)
+
+    response = api.delete(people.alice.key)
+
+    assert response.status_code == 200, response.json()
+    assert foreign.is_dir()
+    assert not repository_path(account).exists()
+    event = AuditEvent.objects.get(action=AuditEvent.Action.SANDBOX_DELETED, account=account)
+    assert event.detail.endswith(
+        f"; left alone, without this deployment's mark: alice-elsewhere-{account.pk}: carries no deployment's mark")
 
 
 def test_delete_removes_the_repositories_of_an_account_without_a_snapshot(people, api):

@@ -8,13 +8,18 @@ import base64
 import logging
 import subprocess
 import tarfile
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
+from accounts.models import AuditEvent
 from sandboxes.models import SetupRun, Snapshot
-from sandboxes.providers import get_sandbox_backend
+from sandboxes.providers import get_git_host, get_sandbox_backend
 from sandboxes.providers.base import repository_name_for
+from sandboxes.services import setup_runs_fail_stale
+from tests.sandboxes.conftest import DEPLOYMENT
 
 pytestmark = pytest.mark.usefixtures("github_host")
 
@@ -99,17 +104,156 @@ def test_delete_removes_every_repository_of_the_account_and_the_row(github, peop
     alice, bob = people.alice, people.bob
     run = set_up(api, alice, run_queued_setups)
     set_up(api, bob, run_queued_setups)
-    github.add_repository(f"old-sandbox-{alice.account.pk}")  # unrecorded, but carries alice's id
+    # Unrecorded, but carries alice's id and this deployment's mark.
+    github.add_repository(f"old-sandbox-{alice.account.pk}", topics=[f"sandbox-deployment-{DEPLOYMENT}"])
+    # Carries alice's id, but no mark: made by someone else, or before the mark existed.
+    unmarked = f"their-copy-{alice.account.pk}"
+    github.add_repository(unmarked)
+    github.add_repository(f"staging-{alice.account.pk}", topics=["sandbox-deployment-staging"])
     github.add_repository("unrelated")
 
     response = api.delete(alice.key)
 
     assert response.status_code == 200, response.json()
     assert response.json()["deleted_snapshot"]["github_repo"] == run.output["github_repo"]
-    assert github.repository_names() == sorted([repository_of(bob), "unrelated"])
+    assert github.repository_names() == sorted(
+        [repository_of(bob), "unrelated", unmarked, f"staging-{alice.account.pk}"])
+    assert [call.path for call in github.calls("delete")] == sorted(
+        [f"/repos/sandbox-org/{repository_of(alice)}", f"/repos/sandbox-org/old-sandbox-{alice.account.pk}"])
+    event = AuditEvent.objects.get(action=AuditEvent.Action.SANDBOX_DELETED, account=alice.account)
+    assert "left alone, without this deployment's mark: " in event.detail
+    assert f"{unmarked}: carries no deployment's mark" in event.detail
+    assert f"staging-{alice.account.pk}: carries the mark of deployment 'staging', not this one's" in event.detail
     assert not Snapshot.objects.filter(account=alice.account).exists()
     assert not github.bare_path(repository_of(alice)).exists()
     assert not get_sandbox_backend().snapshot_exists(run.output["snapshot_id"])
+
+
+def test_delete_finds_a_repository_renamed_away_from_the_account_id_by_its_recorded_id(
+    github, people, api, run_queued_setups
+):
+    alice = people.alice
+    set_up(api, alice, run_queued_setups)
+    row = Snapshot.objects.get(account=alice.account)
+    assert row.github_repo_id == github.repository(repository_of(alice))["id"]
+    github.rename(repository_of(alice), "alices-project")  # its name no longer carries the account id
+
+    response = api.delete(alice.key)
+
+    assert response.status_code == 200, response.json()
+    assert github.repository_names() == []
+    [deleted] = github.calls("delete")
+    assert deleted.path == "/repos/sandbox-org/alices-project"
+
+
+def test_setup_uses_the_repositorys_default_branch_and_never_pushes_a_main_beside_it(
+    github, people, api, run_queued_setups
+):
+    alice = people.alice
+    name = repository_of(alice)
+    github.add_repository(name, default_branch="master", files={"app.py": b"print('their work')\n"},
+                          topics=[f"sandbox-deployment-{DEPLOYMENT}"])
+
+    run = set_up(api, alice, run_queued_setups)
+
+    assert run.status == SetupRun.Status.COMPLETED, run.error
+    assert step(run, "provision")["detail"] == "Checked out the repository's existing content (branch master)"
+    assert github.calls("push") == []
+    branches = subprocess.run(["git", "branch", "--format=%(refname:short)"], cwd=github.bare_path(name),
+                              capture_output=True, text=True, check=True).stdout.split()
+    assert branches == ["master"]
+    archive = Path(get_sandbox_backend().root) / "snapshots" / f"{run.output['snapshot_id']}.tar.gz"
+    with tarfile.open(archive) as tar:
+        assert "./app.py" in tar.getnames()
+
+
+def step(run: SetupRun, name: str) -> dict:
+    return next(entry for entry in run.steps if entry["name"] == name)
+
+
+# --- git's transient failures ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("route", ["fetch", "push"])  # ls-remote is a fetch; the push after it
+def test_one_transient_502_from_the_git_endpoint_is_retried(github, people, api, run_queued_setups, route):
+    github.fail(route, 502, body=b"Bad Gateway\n", headers={"Content-Type": "text/plain"})
+
+    run = set_up(api, people.alice, run_queued_setups)
+
+    assert run.status == SetupRun.Status.COMPLETED, run.error
+    calls = github.calls(route)
+    assert calls[0].path == calls[1].path  # the same request again, after the 502
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_git_request_is_never_retried(github, people, api, run_queued_setups, status):
+    github.fail("push", status, times=None, body=b"Denied\n", headers={"Content-Type": "text/plain"})
+
+    run = set_up(api, people.alice, run_queued_setups)
+
+    assert run.status == SetupRun.Status.FAILED
+    assert run.error.startswith("Provisioning the sandbox failed: `git push` failed"), run.error
+    assert len(github.calls("push")) == 1
+
+
+def test_a_repository_not_found_just_after_its_creation_is_retried(github, people, api, run_queued_setups):
+    github.fail("fetch", 404, body=b"Repository not found.\n", headers={"Content-Type": "text/plain"})
+
+    run = set_up(api, people.alice, run_queued_setups)
+
+    assert run.status == SetupRun.Status.COMPLETED, run.error
+    assert step(run, "ensure_repository")["detail"].startswith("Created")
+    assert len(github.calls("fetch")) >= 2
+
+
+def test_a_reused_repository_not_found_fails_at_once(github, people, api, run_queued_setups):
+    github.add_repository(repository_of(people.alice))
+    github.fail("fetch", 404, times=None, body=b"Repository not found.\n", headers={"Content-Type": "text/plain"})
+
+    run = set_up(api, people.alice, run_queued_setups)
+
+    assert run.status == SetupRun.Status.FAILED
+    assert "not found" in run.error
+    assert len(github.calls("fetch")) == 1
+
+
+# --- a create whose answer was lost ---------------------------------------------------------------
+
+
+def test_a_repository_whose_create_answer_was_lost_is_deleted_when_the_setup_fails(
+    github, people, api, run_queued_setups
+):
+    alice = people.alice
+    name = repository_of(alice)
+    github.fail("create", 502, after=True)  # GitHub made it; the answer was lost; the retry meets 422
+    github.fail("push", 403, times=None)
+
+    run = set_up(api, alice, run_queued_setups)
+
+    assert run.status == SetupRun.Status.FAILED
+    assert step(run, "ensure_repository")["detail"].startswith("Created")  # not "Reused"
+    assert run.created_repository == name
+    assert run.created_repository_id is not None
+    assert name not in github.repository_names()
+    assert [call.route for call in github.requests if call.method == "POST" and call.route == "create"] == [
+        "create", "create"]
+
+
+def test_the_sweep_deletes_a_dead_runs_repository_by_its_recorded_id_after_a_rename(github, people):
+    alice = people.alice
+    run = SetupRun.objects.create(account=alice.account, status=SetupRun.Status.EXECUTING,
+                                  started_at=timezone.now() - timedelta(hours=1))
+    created = get_git_host().ensure_repository(name=repository_of(alice), description="x", run_id=run.pk)
+    SetupRun.objects.filter(pk=run.pk).update(created_repository=created.repository.name,
+                                              created_repository_id=created.repository.id)
+    github.rename(created.repository.name, "renamed-by-someone")  # the worker died; someone renamed it
+    github.add_repository(repository_of(alice), description="a new one under the old name, not ours")
+
+    assert setup_runs_fail_stale() == 1
+
+    assert github.repository_names() == [repository_of(alice)]  # the renamed one went, the other stayed
+    assert [call.route for call in github.calls() if call.method == "DELETE"] == ["delete"]
+    assert github.calls("get_by_id")
 
 
 # --- faults during setup --------------------------------------------------------------------

@@ -17,6 +17,7 @@ from tests.sandboxes.conftest import rsa_key_pair
 
 PRIVATE_KEY, _ = rsa_key_pair()
 APP = {"GITHUB_APP_ID": "31337", "GITHUB_APP_PRIVATE_KEY": PRIVATE_KEY, "GITHUB_APP_INSTALLATION_ID": "4242"}
+DEPLOYMENT = {"SANDBOX_DEPLOYMENT_ID": "prod-eu"}
 
 FAILING = {
     "missing organization": (
@@ -41,16 +42,27 @@ FAILING = {
          "GITHUB_APP_PRIVATE_KEY_PATH": "/nonexistent/app-key.pem"},
         "GITHUB_APP_PRIVATE_KEY_PATH cannot be read: No such file or directory",
     ),
+    "no deployment id": (
+        {"GITHUB_ORG": "sandbox-org", "GITHUB_TOKEN": "ghp_x"},
+        "GIT_HOST=github needs SANDBOX_DEPLOYMENT_ID, a name for this deployment that no other deployment using "
+        "the organization has (e.g. prod-eu); it marks every repository the service creates as its own",
+    ),
+    "deployment id that cannot be a topic": (
+        {"GITHUB_ORG": "sandbox-org", "GITHUB_TOKEN": "ghp_x", "SANDBOX_DEPLOYMENT_ID": "Prod_EU"},
+        "SANDBOX_DEPLOYMENT_ID must be lowercase letters, digits and hyphens, starting with a letter or digit, "
+        "at most 31 characters, not 'Prod_EU'",
+    ),
 }
 PASSING = {
-    "token": {"GITHUB_ORG": "sandbox-org", "GITHUB_TOKEN": "ghp_x"},
-    "app": {"GITHUB_ORG": "sandbox-org", **APP},
+    "token": {"GITHUB_ORG": "sandbox-org", "GITHUB_TOKEN": "ghp_x", **DEPLOYMENT},
+    "app": {"GITHUB_ORG": "sandbox-org", **APP, **DEPLOYMENT},
 }
 
 
 def base_environment() -> dict[str, str]:
     environment = {
-        name: value for name, value in os.environ.items() if not name.startswith("GITHUB_") and name != "GIT_HOST"
+        name: value for name, value in os.environ.items()
+        if not name.startswith("GITHUB_") and name not in ("GIT_HOST", "SANDBOX_DEPLOYMENT_ID")
     }
     return {**environment, "DEBUG": "1", "GIT_HOST": "github"}
 
@@ -93,3 +105,15 @@ def test_a_complete_github_configuration_passes_the_checks(checks, case):
 
     assert result.returncode == 0, result.stderr
     assert "System check identified no issues" in result.stdout
+
+
+def test_the_local_git_hosts_deployment_id_is_local_unless_set():
+    """The embedded default marks its bare repositories `local`: the same on every run of one checkout."""
+    program = "from django.conf import settings; print(settings.SANDBOX_DEPLOYMENT_ID)"
+    environment = {name: value for name, value in base_environment().items() if name != "GIT_HOST"}
+    outputs = [
+        subprocess.run([sys.executable, "manage.py", "shell", "-c", program], cwd=Path(settings.BASE_DIR),
+                       env={**environment, **variables}, capture_output=True, text=True, timeout=60).stdout.split()[-1]
+        for variables in ({}, {"SANDBOX_DEPLOYMENT_ID": "laptop-ann"})
+    ]
+    assert outputs == ["local", "laptop-ann"]

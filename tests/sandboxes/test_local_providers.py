@@ -21,7 +21,7 @@ import uuid
 
 import pytest
 
-from sandboxes.providers.base import GitHostError, SandboxBackendError
+from sandboxes.providers.base import GitHostError, NotOurRepository, Repository, SandboxBackendError
 from sandboxes.providers.local_git import LocalGitHost
 from sandboxes.providers.local_sandbox import LocalSandboxBackend
 
@@ -322,6 +322,50 @@ def test_ensure_repository_creates_a_real_bare_repository(git_host, storage):
     assert git_host.push_target(repository=ensured.repository).url == str(path.resolve())
 
 
+def test_ensure_repository_marks_it_in_its_git_config_with_the_deployment_and_the_run(git_host, storage):
+    ensured = git_host.ensure_repository(name="alice-123", description="Sandbox of Alice", run_id="run_ab12")
+
+    path = storage.GIT_ROOT / "alice-123.git"
+    assert _git("config", "--file", str(path / "config"), "sandbox.deployment") == "local"
+    assert _git("config", "--file", str(path / "config"), "sandbox.run") == "run_ab12"
+    assert (ensured.repository.owned, ensured.repository.deployment, ensured.repository.created_by_run) == (
+        True, "local", "run_ab12")
+    # The same run asking again (its answer was lost) made it; another run reuses it.
+    assert git_host.ensure_repository(name="alice-123", description="", run_id="run_ab12").created is True
+    assert git_host.ensure_repository(name="alice-123", description="", run_id="run_cd34").created is False
+
+
+def test_ensure_refuses_a_repository_marked_by_another_deployment(git_host, storage):
+    path = storage.GIT_ROOT / "alice-123.git"
+    _git("init", "--bare", "--quiet", str(path))
+    _git("config", "--file", str(path / "config"), "sandbox.deployment", "staging")
+
+    with pytest.raises(NotOurRepository, match="carries the mark of deployment 'staging'"):
+        git_host.ensure_repository(name="alice-123", description="", run_id="run_ab12")
+
+
+def test_only_repositories_with_this_deployments_mark_are_deleted(git_host, storage):
+    for name in ("unmarked", "staging", "adopted"):
+        _git("init", "--bare", "--quiet", str(storage.GIT_ROOT / f"{name}.git"))
+    _git("config", "--file", str(storage.GIT_ROOT / "staging.git" / "config"), "sandbox.deployment", "staging")
+    # An operator adopts a repository by marking it by hand.
+    _git("-C", str(storage.GIT_ROOT / "adopted.git"), "config", "sandbox.deployment", "local")
+
+    listed = {repository.name: repository for repository in git_host.list_all_repositories()}
+
+    assert {name: repository.owned for name, repository in listed.items()} == {
+        "adopted": True, "staging": False, "unmarked": False}
+    for name in ("unmarked", "staging"):
+        with pytest.raises(NotOurRepository, match="it was left alone"):
+            git_host.delete_repository(repository=listed[name])
+        assert (storage.GIT_ROOT / f"{name}.git").is_dir()
+    # Even a caller that claims it owns one: the host reads the mark again.
+    forged = Repository(name="unmarked", html_url="", owned=True)
+    with pytest.raises(NotOurRepository):
+        git_host.delete_repository(repository=forged)
+    assert git_host.delete_repository(repository=listed["adopted"]) is True
+
+
 def test_a_second_ensure_reuses_the_repository(git_host, storage):
     first = git_host.ensure_repository(name="alice-123", description="first")
 
@@ -351,10 +395,10 @@ def test_list_repositories_of_a_git_root_that_does_not_exist_yet_is_empty(git_ho
 
 
 def test_delete_repository_answers_true_then_false(git_host, storage):
-    git_host.ensure_repository(name="alice-123", description="")
+    repository = git_host.ensure_repository(name="alice-123", description="").repository
 
-    assert git_host.delete_repository(name="alice-123") is True
-    assert git_host.delete_repository(name="alice-123") is False
+    assert git_host.delete_repository(repository=repository) is True
+    assert git_host.delete_repository(repository=repository) is False
 
     assert not (storage.GIT_ROOT / "alice-123.git").exists()
 
@@ -362,12 +406,12 @@ def test_delete_repository_answers_true_then_false(git_host, storage):
 def test_concurrent_deletes_of_one_repository_delete_it_once_and_none_fails(git_host, storage):
     from concurrent.futures import ThreadPoolExecutor
 
-    git_host.ensure_repository(name="alice-123", description="")
+    repository = git_host.ensure_repository(name="alice-123", description="").repository
     for number in range(200):  # enough files that the deletes would meet inside the folder
         (storage.GIT_ROOT / "alice-123.git" / "objects" / f"file-{number}").write_text("x")
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        answers = list(pool.map(lambda _: git_host.delete_repository(name="alice-123"), range(8)))
+        answers = list(pool.map(lambda _: git_host.delete_repository(repository=repository), range(8)))
 
     assert sorted(answers) == [False] * 7 + [True]
     assert list(storage.GIT_ROOT.iterdir()) == []
@@ -380,7 +424,7 @@ def test_invalid_repository_names_are_refused(git_host, storage, tmp_path, name)
     with pytest.raises(GitHostError, match="is not a valid repository name"):
         git_host.ensure_repository(name=name, description="")
     with pytest.raises(GitHostError, match="is not a valid repository name"):
-        git_host.delete_repository(name=name)
+        git_host.delete_repository(repository=Repository(name=name, html_url="", owned=True))
 
     assert not storage.GIT_ROOT.exists()
     assert not (tmp_path / "escape.git").exists()

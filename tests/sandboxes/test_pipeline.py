@@ -389,7 +389,7 @@ def test_a_second_setup_checks_out_the_repository_instead_of_overwriting_it(
 
     assert second.status == SetupRun.Status.COMPLETED, second.error
     assert step(second, "ensure_repository")["detail"].startswith("Reused")
-    assert step(second, "provision")["detail"] == "Checked out the repository's existing content"
+    assert step(second, "provision")["detail"] == "Checked out the repository's existing content (branch main)"
     assert second.created_repository == ""
     assert git("--git-dir", repository, "rev-parse", "main") == head
     assert git("--git-dir", repository, "log", "--format=%s", "main").splitlines() == [
@@ -589,3 +589,20 @@ def test_a_missing_starter_layout_fails_the_run_naming_the_setting_not_the_folde
                                        "(SANDBOX_TEMPLATE_DIR) does not exist")
     assert str(tmp_path) not in run.error
     assert str(settings.SANDBOX_TEMPLATE_DIR) in caplog.text  # the operator finds the folder in the log
+
+
+def test_a_local_repository_whose_head_is_master_is_checked_out_on_master(people, api, run_queued_setups, tmp_path):
+    repository = make_bare_repository(repository_path(people.alice.account))
+    git("--git-dir", repository, "symbolic-ref", "HEAD", "refs/heads/master")
+    work = tmp_path / "their-work"
+    git("init", "--quiet", "--initial-branch=master", work)
+    (work / "notes.txt").write_text("mine\n")
+    git("-C", work, "add", "notes.txt")
+    git("-C", work, "-c", "user.name=A", "-c", "user.email=a@example.com", "commit", "--quiet", "-m", "mine")
+    git("-C", work, "push", "--quiet", repository, "HEAD:refs/heads/master")
+
+    run = set_up(api, people.alice, run_queued_setups)
+
+    assert run.status == SetupRun.Status.COMPLETED, run.error
+    assert step(run, "provision")["detail"] == "Checked out the repository's existing content (branch master)"
+    assert git("--git-dir", repository, "for-each-ref", "--format=%(refname)") == "refs/heads/master"

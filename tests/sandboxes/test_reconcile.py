@@ -18,6 +18,7 @@ import json
 import shutil
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -32,7 +33,8 @@ from config.timefmt import format_moment
 from sandboxes.models import SetupRun, Snapshot
 from sandboxes.providers import get_git_host
 from sandboxes.reconcile import FindingKind, sandboxes_reconcile
-from tests.sandboxes.local_git import make_undeletable
+from tests.sandboxes.conftest import DEPLOYMENT
+from tests.sandboxes.local_git import git, make_bare_repository, make_undeletable
 from tests.sandboxes.seeded_sandboxes import (
     archive_path,
     make_repository,
@@ -163,7 +165,8 @@ def test_a_consistent_installation_has_nothing_to_report(people):
 
     [summary] = out.splitlines()
     assert summary.startswith(
-        "Reconcile: checked 9; found 0 stale runs, 0 orphan repositories, 0 orphan snapshots, "
+        "Reconcile: checked 9; found 0 stale runs, 0 orphan repositories, "
+        "0 repositories not marked as ours (left alone), 0 orphan snapshots, "
         "0 rows whose snapshot is gone, 0 rows whose repository is gone; nothing changed (use --fix to fix)"
     )
 
@@ -260,8 +263,8 @@ def test_json_report_counts_each_kind(people, healthy):
     assert report["command"] == "reconcile_sandboxes"
     assert (report["fix"], report["ok"]) == (False, True)
     assert report["found"] == {
-        "stale_run": 0, "orphan_repository": 1, "orphan_snapshot": 1, "missing_snapshot": 0,
-        "missing_repository": 0,
+        "stale_run": 0, "orphan_repository": 1, "not_ours_repository": 0, "orphan_snapshot": 1,
+        "missing_snapshot": 0, "missing_repository": 0,
     }
     # 2 repositories and 2 snapshots listed, 1 row compared.
     assert report["checked"] == 5
@@ -292,14 +295,33 @@ def test_the_queries_of_a_batch_do_not_grow_with_the_number_of_items(people):
     assert queries_of_one_batch_fixing(4, "few") == queries_of_one_batch_fixing(30, "many")
 
 
+def test_fix_never_deletes_a_local_repository_without_this_deployments_mark(people, healthy):
+    # The same names as orphans, made by someone else on this host: no `sandbox.deployment`, or another one.
+    unmarked = make_bare_repository(Path(settings.GIT_ROOT) / f"old-{uuid.uuid4()}.git", marked=False)
+    other = make_bare_repository(Path(settings.GIT_ROOT) / f"other-{uuid.uuid4()}.git", marked=False)
+    git("config", "--file", other / "config", "sandbox.deployment", "laptop-ann")
+    orphan, _ = orphan_repository_of_unknown_account()
+
+    report = reconcile_json("--fix")
+
+    assert unmarked.is_dir() and other.is_dir()
+    assert not (Path(settings.GIT_ROOT) / f"{orphan}.git").exists()
+    assert {finding["subject"] for finding in findings(report, FindingKind.NOT_OURS_REPOSITORY)} == {
+        unmarked.name.removesuffix(".git"), other.name.removesuffix(".git")}
+    assert [finding["subject"] for finding in findings(report, FindingKind.ORPHAN_REPOSITORY)] == [orphan]
+    assert report["ok"] is True
+
+
 # --- GitHub ---------------------------------------------------------------------------------
+
+MARK = f"sandbox-deployment-{DEPLOYMENT}"
 
 
 def test_with_github_the_orphans_come_from_one_paginated_listing(people, github_host):
     seed_sandbox(people.alice.account, with_repository=False)
-    github_host.add_repository(f"alice-{people.alice.account.pk}")
+    github_host.add_repository(f"alice-{people.alice.account.pk}", topics=[MARK])
     for number in range(120):  # more than one page of 100
-        github_host.add_repository(f"left-over-{number}-{uuid.uuid4()}")
+        github_host.add_repository(f"left-over-{number}-{uuid.uuid4()}", topics=[MARK])
     github_host.add_repository("team-wiki")
 
     report = reconcile_json("--fix")
@@ -308,3 +330,44 @@ def test_with_github_the_orphans_come_from_one_paginated_listing(people, github_
     assert len(github_host.calls("list")) == 2  # the pages of one listing
     assert github_host.repository_names() == sorted([f"alice-{people.alice.account.pk}", "team-wiki"])
     assert report["fixed"] == 120
+
+
+def test_with_github_reconcile_deletes_only_repositories_marked_as_this_deployments(people, github_host):
+    # What another deployment sharing the organization (a staging instance, a
+    # laptop, a restored backup) made, and what was made before the mark: the
+    # names end with account ids this database has no row for.
+    ours = f"gone-{uuid.uuid4()}"
+    staging = f"staging-user-{uuid.uuid4()}"
+    unmarked = f"old-user-{uuid.uuid4()}"
+    github_host.add_repository(ours, description=f"Sandbox of Gone [{MARK} run_ab12]")
+    github_host.add_repository(staging, description="Sandbox [sandbox-deployment-staging run_ab12]",
+                               topics=["sandbox-deployment-staging"])
+    github_host.add_repository(unmarked, description="Sandbox of Old")
+
+    report = reconcile_json("--fix")
+
+    assert github_host.repository_names() == sorted([staging, unmarked])
+    assert [call.path for call in github_host.calls("delete")] == [f"/repos/sandbox-org/{ours}"]
+    assert [finding["subject"] for finding in findings(report, FindingKind.ORPHAN_REPOSITORY)] == [ours]
+    left_alone = {finding["subject"]: finding for finding in findings(report, FindingKind.NOT_OURS_REPOSITORY)}
+    assert set(left_alone) == {staging, unmarked}
+    assert left_alone[staging]["reason"].endswith(
+        "it carries the mark of deployment 'staging', not this one's, so it is never deleted")
+    assert left_alone[unmarked]["reason"].endswith("it carries no deployment's mark, so it is never deleted")
+    assert not any(finding["fixed"] or finding["error"] for finding in left_alone.values())
+    assert (report["ok"], report["fixed"], report["failed"]) == (True, 1, 0)
+
+
+def test_with_github_a_row_whose_repository_was_renamed_is_not_dangling(people, github_host):
+    snapshot = seed_sandbox(people.alice.account, with_repository=False)
+    repository = github_host.add_repository(f"alice-{people.alice.account.pk}", topics=[MARK])
+    Snapshot.objects.filter(pk=snapshot.pk).update(github_repo=repository["html_url"],
+                                                   github_repo_id=repository["id"])
+    Snapshot.objects.filter(pk=snapshot.pk).update(updated_at=timezone.now() - timedelta(minutes=1))
+    github_host.rename(f"alice-{people.alice.account.pk}", "alices-project")
+
+    report = reconcile_json("--fix")
+
+    assert findings(report, FindingKind.MISSING_REPOSITORY) == []
+    assert Snapshot.objects.get(pk=snapshot.pk).github_repo == repository["html_url"]
+    assert github_host.repository_names() == ["alices-project"]
