@@ -65,6 +65,7 @@ class AuditEvent(models.Model):
         SETUP_REQUESTED = "setup.requested", "Setup requested"
         SANDBOX_DELETED = "sandbox.deleted", "Sandbox deleted"
         SANDBOX_REVOKED = "sandbox.revoked", "Sandbox revoked by staff"
+        SANDBOX_RENEWED = "sandbox.renewed", "Sandbox renewed"
         KEY_CREATED = "key.created", "API key created"
         KEY_REVOKED = "key.revoked", "API key revoked"
         RUN_COMPLETED = "run.completed", "Setup run completed"

@@ -122,6 +122,8 @@ GIT_HOST = env.choice("GIT_HOST", "local", ("local", "github"))
 GIT_ROOT = Path(env.text("GIT_ROOT") or VAR_DIR / "git")
 GITHUB = env.github_settings() if GIT_HOST == "github" else None
 SNAPSHOT_TTL = env.duration("SNAPSHOT_TTL", "7d")
+# GET /api/sandboxes/file answers 413 for a larger file.
+SANDBOX_FILE_MAX_BYTES = env.integer("SANDBOX_FILE_MAX_BYTES", 1024 * 1024, minimum=1)
 if not SANDBOX_TEMPLATE_DIR.is_dir():
     env.stop(f"SANDBOX_TEMPLATE_DIR {SANDBOX_TEMPLATE_DIR} is not a folder")
 
@@ -183,6 +185,7 @@ REST_FRAMEWORK = {
 API_THROTTLE_RATES = {
     "setup": env.rate("THROTTLE_SETUP_RATE", "30/min"),
     "delete": env.rate("THROTTLE_DELETE_RATE", "30/min"),
+    "renew": env.rate("THROTTLE_RENEW_RATE", "30/min"),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Sandbox API",

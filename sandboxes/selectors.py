@@ -16,6 +16,33 @@ from sandboxes.providers.base import (
 )
 
 
+@dataclass(frozen=True)
+class SandboxState:
+    """What GET /api/sandboxes shows of an account's sandbox."""
+
+    snapshot: Snapshot | None
+    last_run: SetupRun | None
+
+    @property
+    def state(self) -> str:
+        """none, provisioning, ready, expired or failed (README: "See your sandbox")."""
+        if self.last_run is not None and self.last_run.is_active:
+            return "provisioning"
+        if self.snapshot is not None:
+            return "expired" if self.snapshot.is_expired else "ready"
+        if self.last_run is not None and self.last_run.status == SetupRun.Status.FAILED:
+            return "failed"
+        return "none"
+
+
+def sandbox_state(*, account: Account) -> SandboxState:
+    """The account's snapshot and most recent run: two indexed reads."""
+    return SandboxState(
+        snapshot=Snapshot.objects.filter(account=account).first(),
+        last_run=SetupRun.objects.filter(account=account).order_by("-created_at").first(),
+    )
+
+
 def setup_run_visible_to(*, key: ApiKey, run_id: str) -> SetupRun | None:
     """The run, if the key may act on its account; None otherwise, as for a run that does not exist."""
     return SetupRun.objects.filter(pk=run_id, account__in=reachable_accounts(key=key)).first()

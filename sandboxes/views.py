@@ -1,12 +1,15 @@
-"""The sandbox API: set up, delete, and follow setup runs.
+"""The sandbox API: set up, see, read, renew and delete a sandbox, and follow setup runs.
 
 Each view validates with a serializer, resolves the target account through
-orgs/, calls one service or selector, and shapes the answer.
+orgs/, calls one service or selector, and shapes the answer. Setup, delete
+and renew take an Idempotency-Key (sandboxes/idempotency.py).
 """
+
+import base64
 
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.exceptions import APIException, NotFound, PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -16,14 +19,22 @@ from config.errors import error_body
 from orgs.access import ACCESS_DENIED_MESSAGE
 from orgs.permissions import MayActOnAccount
 from sandboxes import selectors, services
+from sandboxes.idempotency import HEADER as IDEMPOTENCY_HEADER
+from sandboxes.idempotency import REPLAYED_HEADER, idempotent
 from sandboxes.schema import DeleteWithBodySchema
 from sandboxes.serializers import (
     DeleteSandboxRequestSerializer,
     DeleteSandboxResponseSerializer,
+    RenewSandboxRequestSerializer,
+    RenewSandboxResponseSerializer,
     RunSerializer,
     RunsQuerySerializer,
     RunsResponseSerializer,
     SandboxErrorResponseSerializer,
+    SandboxFileQuerySerializer,
+    SandboxFileResponseSerializer,
+    SandboxQuerySerializer,
+    SandboxStateResponseSerializer,
     SetupSandboxRequestSerializer,
     SetupSandboxResponseSerializer,
     UpdateSnapshotResponseSerializer,
@@ -50,6 +61,34 @@ THROTTLED = {
                 "(see Retry-After)"),
 }
 
+IDEMPOTENCY_PARAMETER = OpenApiParameter(
+    IDEMPOTENCY_HEADER,
+    str,
+    OpenApiParameter.HEADER,
+    description=(
+        "Optional: 1 to 255 printable ASCII characters, new for each new request. The first request with a key "
+        "is processed and its answer kept for 24 hours; a repeat with the same key, method, path and body is "
+        f"answered the same again (with {REPLAYED_HEADER}: true) and does nothing."
+    ),
+)
+IDEMPOTENCY_ERRORS = {
+    409: _error("A request with this Idempotency-Key is still being processed; try again after Retry-After"),
+    422: _error("This Idempotency-Key was sent before with another method, path or body"),
+}
+
+
+def refuse_unknown_parameters(request, *, query=frozenset(), body=frozenset()) -> None:
+    """400 naming each query parameter or body field the endpoint does not take.
+
+    The one place the endpoints of sandbox state, file read and renewal refuse
+    what they do not know, until a rule shared by every endpoint replaces it.
+    """
+    unknown = {name: ["unknown query parameter"] for name in request.query_params if name not in query}
+    if request.method not in ("GET", "HEAD") and isinstance(request.data, dict):
+        unknown.update({name: ["unknown field"] for name in request.data if name not in body})
+    if unknown:
+        raise ValidationError(unknown)
+
 
 class TargetAccountView(APIView):
     """A view that acts on one account: the key's own, or the body's account_id."""
@@ -67,9 +106,13 @@ class TargetAccountView(APIView):
         return account
 
     def validated_target(self, request, serializer_class) -> Account:
-        serializer = serializer_class(data=request.data)
+        return self.validated(request, serializer_class, request.data)[0]
+
+    def validated(self, request, serializer_class, data) -> tuple[Account, dict]:
+        """The target account and the validated `data` (the body, or the query parameters)."""
+        serializer = serializer_class(data=data)
         serializer.is_valid(raise_exception=True)
-        return self.target_account(request, serializer.validated_data.get("account_id"))
+        return self.target_account(request, serializer.validated_data.get("account_id")), serializer.validated_data
 
 
 class SetupSandboxView(TargetAccountView):
@@ -89,9 +132,12 @@ class SetupSandboxView(TargetAccountView):
             400: _error("Bad request - invalid account_id format"),
             **TARGET_ERRORS,
             **THROTTLED,
+            **IDEMPOTENCY_ERRORS,
         },
+        parameters=[IDEMPOTENCY_PARAMETER],
         tags=["sandboxes"],
     )
+    @idempotent
     def post(self, request):
         account = self.validated_target(request, SetupSandboxRequestSerializer)
         run = services.setup_run_start(account=account, actor=Actor.from_api_request(request))
@@ -100,7 +146,73 @@ class SetupSandboxView(TargetAccountView):
 
 class SandboxView(TargetAccountView):
     schema = DeleteWithBodySchema()
-    throttle_scope = "delete"  # accounts/throttling.py
+
+    @property
+    def throttle_scope(self) -> str | None:
+        """Rate limits (accounts/throttling.py) of the writes; reading the state is not limited."""
+        return {"DELETE": "delete", "PATCH": "renew"}.get(self.request.method)
+
+    @extend_schema(
+        operation_id="get_sandbox",
+        summary="The account's sandbox: state, snapshot, expiry, repository, last run, file tree",
+        description=(
+            "state is none (never set up, or deleted), provisioning (a setup run is queued or executing), ready, "
+            "expired (past expires_at, not removed yet: PATCH renews it) or failed (the last run failed and "
+            "there is no snapshot). The snapshot's fields and filetree are null without a snapshot."
+        ),
+        parameters=[
+            OpenApiParameter("account_id", str, description="The account to look at (default: the key's own)."),
+        ],
+        responses={
+            200: OpenApiResponse(SandboxStateResponseSerializer, description="The sandbox"),
+            400: _error("Bad request - invalid account_id, or an unknown query parameter"),
+            **TARGET_ERRORS,
+        },
+        tags=["sandboxes"],
+    )
+    def get(self, request):
+        refuse_unknown_parameters(request, query={"account_id"})
+        account, _ = self.validated(request, SandboxQuerySerializer, request.query_params)
+        sandbox = selectors.sandbox_state(account=account)
+        snapshot = sandbox.snapshot
+        return Response({
+            "status": "success",
+            "account_id": str(account.pk),
+            "state": sandbox.state,
+            **(UpdateSnapshotResponseSerializer(snapshot).data if snapshot is not None else dict.fromkeys(
+                ("snapshot_id", "github_repo", "expires_at", "created_at"))),
+            "last_run": RunSerializer(sandbox.last_run).data if sandbox.last_run is not None else None,
+            # Stored in the shape of the answer when the snapshot was taken: returned as it is.
+            "filetree": snapshot.filetree if snapshot is not None else None,
+        })
+
+    @extend_schema(
+        operation_id="renew_sandbox",
+        summary="Renew the account's snapshot: its expiry becomes now + SNAPSHOT_TTL",
+        description=(
+            "Also renews a snapshot that has expired but is still there (state expired). Recorded in the audit "
+            "trail."
+        ),
+        request=RenewSandboxRequestSerializer,
+        responses={
+            200: OpenApiResponse(RenewSandboxResponseSerializer, description="Snapshot renewed"),
+            400: _error("Bad request - invalid account_id, or an unknown field or query parameter"),
+            404: _error("The account has no snapshot"),
+            **TARGET_ERRORS,
+            **THROTTLED,
+            **IDEMPOTENCY_ERRORS,
+        },
+        parameters=[IDEMPOTENCY_PARAMETER],
+        tags=["sandboxes"],
+    )
+    @idempotent
+    def patch(self, request):
+        refuse_unknown_parameters(request, body={"account_id"})
+        account = self.validated_target(request, RenewSandboxRequestSerializer)
+        snapshot = services.snapshot_renew(account=account, actor=Actor.from_api_request(request))
+        if snapshot is None:
+            raise NotFound("The account has no snapshot to renew; set the sandbox up (POST /api/sandboxes/setup)")
+        return Response({"status": "success", "snapshot": UpdateSnapshotResponseSerializer(snapshot).data})
 
     @extend_schema(
         operation_id="delete_sandbox",
@@ -116,9 +228,12 @@ class SandboxView(TargetAccountView):
             400: _error("Bad request - failed to delete sandbox, or invalid account_id"),
             **TARGET_ERRORS,
             **THROTTLED,
+            **IDEMPOTENCY_ERRORS,
         },
+        parameters=[IDEMPOTENCY_PARAMETER],
         tags=["sandboxes"],
     )
+    @idempotent
     def delete(self, request):
         account = self.validated_target(request, DeleteSandboxRequestSerializer)
         try:
@@ -127,6 +242,68 @@ class SandboxView(TargetAccountView):
             return Response(error_body(str(exc)), status=status.HTTP_400_BAD_REQUEST)
         deleted = UpdateSnapshotResponseSerializer(snapshot).data if snapshot is not None else None
         return Response({"status": "success", "deleted_snapshot": deleted})
+
+
+class SnapshotGone(APIException):
+    status_code = status.HTTP_410_GONE
+
+
+class SnapshotUnreadable(APIException):
+    status_code = status.HTTP_502_BAD_GATEWAY
+
+
+class PayloadTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+
+
+FILE_ERRORS = {
+    services.NoSnapshot: NotFound,
+    services.NoSuchFile: NotFound,
+    services.SnapshotExpired: SnapshotGone,
+    services.FileTooLarge: PayloadTooLarge,
+    services.SnapshotUnreadable: SnapshotUnreadable,
+}
+
+
+class SandboxFileView(TargetAccountView):
+    @extend_schema(
+        operation_id="read_sandbox_file",
+        summary="Read one file of the account's snapshot",
+        description=(
+            "Read from the snapshot through the sandbox backend. Text that is valid UTF-8 comes as it is "
+            "(encoding utf-8); any other file comes base64-encoded (encoding base64)."
+        ),
+        parameters=[
+            OpenApiParameter("path", str, required=True, description=SandboxFileQuerySerializer().fields[
+                "path"].help_text),
+            OpenApiParameter("account_id", str, description="The account whose snapshot to read (default: the "
+                             "key's own)."),
+        ],
+        responses={
+            200: OpenApiResponse(SandboxFileResponseSerializer, description="The file"),
+            400: _error("Bad request - a path that is absolute, has '..' or is not normalized; an invalid "
+                        "account_id; an unknown query parameter"),
+            404: _error("The account has no snapshot, or the snapshot has no such file"),
+            410: _error("The snapshot has expired: PATCH /api/sandboxes or a new setup brings it back"),
+            413: _error("The file is larger than SANDBOX_FILE_MAX_BYTES"),
+            502: _error("The sandbox backend could not read the snapshot"),
+            **{code: answer for code, answer in TARGET_ERRORS.items() if code != 413},
+        },
+        tags=["sandboxes"],
+    )
+    def get(self, request):
+        refuse_unknown_parameters(request, query={"path", "account_id"})
+        account, query = self.validated(request, SandboxFileQuerySerializer, request.query_params)
+        try:
+            found = services.sandbox_file_read(account=account, path=query["path"])
+        except services.SandboxFileError as exc:
+            raise FILE_ERRORS[type(exc)](str(exc)) from None
+        try:
+            encoding, content = "utf-8", found.content.decode("utf-8")
+        except UnicodeDecodeError:
+            encoding, content = "base64", base64.b64encode(found.content).decode("ascii")
+        return Response({"status": "success", "path": found.path, "size": len(found.content), "encoding": encoding,
+                         "content": content})
 
 
 class RunsView(TargetAccountView):

@@ -11,6 +11,7 @@ Personas (as in healthchecks' tests):
 
 import json
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 import pytest
 from django.db import connection
@@ -114,6 +115,15 @@ class Api:
     def runs(self, key, **params):
         query = "&".join(f"{name}={value}" for name, value in params.items())
         return self.call("get", f"/api/tasks/runs?{query}", key=key)
+
+    def sandbox(self, key, **params):
+        return self.call("get", "/api/sandboxes", key=key, QUERY_STRING=urlencode(params))
+
+    def read_file(self, key, **params):
+        return self.call("get", "/api/sandboxes/file", key=key, QUERY_STRING=urlencode(params))
+
+    def renew(self, key, body=None, **kw):
+        return self.call("patch", "/api/sandboxes", key=key, body=body, **kw)
 
 
 @pytest.fixture

@@ -74,7 +74,7 @@ def one_database_connection_for_the_test():
 @pytest.fixture
 def usable_key(db, settings) -> str:
     """A usable key, with no rate limit, so every example is served."""
-    settings.API_THROTTLE_RATES = {"setup": None, "delete": None}
+    settings.API_THROTTLE_RATES = {"setup": None, "delete": None, "renew": None}
     account = account_create(name="Fuzz", email="fuzz@example.com")
     return api_key_create(actor=Actor.command("tests"), account=account, name="fuzz")[1]
 
