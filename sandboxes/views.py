@@ -75,6 +75,8 @@ IDEMPOTENCY_ERRORS = {
     409: _error("A request with this Idempotency-Key is still being processed; try again after Retry-After"),
     422: _error("This Idempotency-Key was sent before with another method, path or body"),
 }
+# What the three writes (setup, delete, renew) may answer beside their own 200, 400 and 404.
+WRITE_ERRORS = {**TARGET_ERRORS, **THROTTLED, **IDEMPOTENCY_ERRORS}
 
 
 def refuse_unknown_parameters(request, *, query=frozenset(), body=frozenset()) -> None:
@@ -130,9 +132,7 @@ class SetupSandboxView(TargetAccountView):
         responses={
             200: OpenApiResponse(SetupSandboxResponseSerializer, description="Setup task triggered successfully"),
             400: _error("Bad request - invalid account_id format"),
-            **TARGET_ERRORS,
-            **THROTTLED,
-            **IDEMPOTENCY_ERRORS,
+            **WRITE_ERRORS,
         },
         parameters=[IDEMPOTENCY_PARAMETER],
         tags=["sandboxes"],
@@ -198,9 +198,7 @@ class SandboxView(TargetAccountView):
             200: OpenApiResponse(RenewSandboxResponseSerializer, description="Snapshot renewed"),
             400: _error("Bad request - invalid account_id, or an unknown field or query parameter"),
             404: _error("The account has no snapshot"),
-            **TARGET_ERRORS,
-            **THROTTLED,
-            **IDEMPOTENCY_ERRORS,
+            **WRITE_ERRORS,
         },
         parameters=[IDEMPOTENCY_PARAMETER],
         tags=["sandboxes"],
@@ -226,9 +224,7 @@ class SandboxView(TargetAccountView):
         responses={
             200: OpenApiResponse(DeleteSandboxResponseSerializer, description="Sandbox deleted successfully"),
             400: _error("Bad request - failed to delete sandbox, or invalid account_id"),
-            **TARGET_ERRORS,
-            **THROTTLED,
-            **IDEMPOTENCY_ERRORS,
+            **WRITE_ERRORS,
         },
         parameters=[IDEMPOTENCY_PARAMETER],
         tags=["sandboxes"],

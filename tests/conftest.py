@@ -142,3 +142,16 @@ def run_queued_setups():
         return list(SetupRun.objects.filter(pk__in=ids))
 
     return run_all
+
+
+@pytest.fixture
+def sandbox_set_up(api, run_queued_setups):
+    """Set up a person's sandbox through the API and run the pipeline; returns the Snapshot row."""
+    from sandboxes.models import Snapshot
+
+    def set_up(person: Person) -> Snapshot:
+        assert api.setup(person.key).status_code == 200
+        run_queued_setups()
+        return Snapshot.objects.get(account=person.account)
+
+    return set_up

@@ -32,16 +32,6 @@ def audited(action) -> int:
     return AuditEvent.objects.filter(action=action).count()
 
 
-@pytest.fixture
-def set_up(api, run_queued_setups):
-    def set_up(person) -> Snapshot:
-        assert api.setup(person.key).status_code == 200
-        run_queued_setups()
-        return Snapshot.objects.get(account=person.account)
-
-    return set_up
-
-
 # --- replay -------------------------------------------------------------------------------
 
 
@@ -69,10 +59,10 @@ def test_without_a_key_a_repeat_is_processed_again(people, api, run_queued_setup
     assert SetupRun.objects.filter(account=people.bob.account).count() == 2
 
 
-def test_a_repeated_delete_gets_the_first_answer_and_deletes_nothing_more(people, api, set_up):
-    first_snapshot = set_up(people.bob)
+def test_a_repeated_delete_gets_the_first_answer_and_deletes_nothing_more(people, api, sandbox_set_up):
+    first_snapshot = sandbox_set_up(people.bob)
     first = api.delete(people.bob.key, headers=KEY)
-    second_snapshot = set_up(people.bob)
+    second_snapshot = sandbox_set_up(people.bob)
 
     repeat = api.delete(people.bob.key, headers=KEY)
 
@@ -83,8 +73,8 @@ def test_a_repeated_delete_gets_the_first_answer_and_deletes_nothing_more(people
     assert audited(Action.SANDBOX_DELETED) == 1
 
 
-def test_a_repeated_renewal_gets_the_first_answer_and_renews_nothing_more(people, api, set_up):
-    set_up(people.bob)
+def test_a_repeated_renewal_gets_the_first_answer_and_renews_nothing_more(people, api, sandbox_set_up):
+    sandbox_set_up(people.bob)
     first = api.renew(people.bob.key, {}, headers=KEY)
     renewed = Snapshot.objects.get(account=people.bob.account).expires_at
 
@@ -96,8 +86,8 @@ def test_a_repeated_renewal_gets_the_first_answer_and_renews_nothing_more(people
     assert audited(Action.SANDBOX_RENEWED) == 1
 
 
-def test_a_failed_delete_is_kept_and_replayed_and_a_new_key_tries_again(people, api, set_up, settings, tmp_path):
-    set_up(people.bob)
+def test_a_failed_delete_is_kept_and_replayed_and_a_new_key_tries_again(people, api, sandbox_set_up, settings, tmp_path):
+    sandbox_set_up(people.bob)
     git_root = settings.GIT_ROOT
     settings.GIT_ROOT = tmp_path / "not-a-folder"
     settings.GIT_ROOT.write_text("the git host is broken")

@@ -40,16 +40,6 @@ def starter_layout(settings, tmp_path):
     return root
 
 
-@pytest.fixture
-def set_up(api, run_queued_setups):
-    def set_up(person) -> Snapshot:
-        assert api.setup(person.key).status_code == 200
-        run_queued_setups()
-        return Snapshot.objects.get(account=person.account)
-
-    return set_up
-
-
 def expire(snapshot: Snapshot) -> Snapshot:
     Snapshot.objects.filter(pk=snapshot.pk).update(expires_at=timezone.now() - timedelta(minutes=5))
     return Snapshot.objects.get(pk=snapshot.pk)
@@ -83,8 +73,8 @@ def test_a_queued_setup_is_provisioning_with_the_run_as_the_runs_endpoint_shows_
     assert body["last_run"]["status"] == "QUEUED"
 
 
-def test_a_set_up_sandbox_is_ready_with_its_snapshot_repository_expiry_and_file_tree(people, api, set_up):
-    snapshot = set_up(people.bob)
+def test_a_set_up_sandbox_is_ready_with_its_snapshot_repository_expiry_and_file_tree(people, api, sandbox_set_up):
+    snapshot = sandbox_set_up(people.bob)
 
     body = api.sandbox(people.bob.key).json()
 
@@ -103,8 +93,8 @@ def test_a_set_up_sandbox_is_ready_with_its_snapshot_repository_expiry_and_file_
     ]
 
 
-def test_a_second_setup_of_a_ready_sandbox_is_provisioning_and_keeps_showing_the_snapshot(people, api, set_up):
-    snapshot = set_up(people.bob)
+def test_a_second_setup_of_a_ready_sandbox_is_provisioning_and_keeps_showing_the_snapshot(people, api, sandbox_set_up):
+    snapshot = sandbox_set_up(people.bob)
     api.setup(people.bob.key)
 
     body = api.sandbox(people.bob.key).json()
@@ -114,8 +104,8 @@ def test_a_second_setup_of_a_ready_sandbox_is_provisioning_and_keeps_showing_the
     assert body["last_run"]["status"] == "QUEUED"
 
 
-def test_a_sandbox_past_its_expiry_is_expired(people, api, set_up):
-    snapshot = expire(set_up(people.bob))
+def test_a_sandbox_past_its_expiry_is_expired(people, api, sandbox_set_up):
+    snapshot = expire(sandbox_set_up(people.bob))
 
     body = api.sandbox(people.bob.key).json()
 
@@ -135,8 +125,8 @@ def test_a_failed_setup_without_a_snapshot_is_failed(people, api, run_queued_set
     assert body["last_run"]["status"] == "FAILED" and body["last_run"]["error"]
 
 
-def test_a_failed_setup_over_a_snapshot_leaves_it_ready(people, api, set_up, run_queued_setups, settings, tmp_path):
-    set_up(people.bob)
+def test_a_failed_setup_over_a_snapshot_leaves_it_ready(people, api, sandbox_set_up, run_queued_setups, settings, tmp_path):
+    sandbox_set_up(people.bob)
     settings.SANDBOX_TEMPLATE_DIR = tmp_path / "no-such-folder"
     # A setup of an existing repository checks it out instead of pushing the starter files: break the backend.
     Path(settings.SANDBOX_ROOT, "snapshots").rename(Path(settings.SANDBOX_ROOT, "moved"))
@@ -150,8 +140,8 @@ def test_a_failed_setup_over_a_snapshot_leaves_it_ready(people, api, set_up, run
     assert body["state"] == "ready"
 
 
-def test_a_deleted_sandbox_is_none_again(people, api, set_up):
-    set_up(people.bob)
+def test_a_deleted_sandbox_is_none_again(people, api, sandbox_set_up):
+    sandbox_set_up(people.bob)
     api.delete(people.bob.key)
 
     body = api.sandbox(people.bob.key).json()
@@ -161,8 +151,8 @@ def test_a_deleted_sandbox_is_none_again(people, api, set_up):
     assert body["last_run"]["status"] == "COMPLETED"
 
 
-def test_an_owner_sees_a_members_sandbox_and_an_outsider_does_not(people, api, set_up):
-    snapshot = set_up(people.bob)
+def test_an_owner_sees_a_members_sandbox_and_an_outsider_does_not(people, api, sandbox_set_up):
+    snapshot = sandbox_set_up(people.bob)
 
     allowed = api.sandbox(people.alice.key, account_id=people.bob.account.pk)
     denied = api.sandbox(people.mallory.key, account_id=people.bob.account.pk)
@@ -204,8 +194,8 @@ def test_the_new_endpoints_need_a_key(api, call):
 # --- GET /api/sandboxes/file -------------------------------------------------------------
 
 
-def test_a_text_file_is_read_from_the_snapshot_as_utf8(people, api, set_up):
-    set_up(people.bob)
+def test_a_text_file_is_read_from_the_snapshot_as_utf8(people, api, sandbox_set_up):
+    sandbox_set_up(people.bob)
 
     response = api.read_file(people.bob.key, path="README.md")
 
@@ -215,8 +205,8 @@ def test_a_text_file_is_read_from_the_snapshot_as_utf8(people, api, set_up):
     }
 
 
-def test_a_file_that_is_not_utf8_comes_base64(people, api, set_up):
-    set_up(people.bob)
+def test_a_file_that_is_not_utf8_comes_base64(people, api, sandbox_set_up):
+    sandbox_set_up(people.bob)
 
     body = api.read_file(people.bob.key, path="docs/logo.bin").json()
 
@@ -224,8 +214,8 @@ def test_a_file_that_is_not_utf8_comes_base64(people, api, set_up):
     assert base64.b64decode(body["content"]) == BINARY
 
 
-def test_the_file_comes_from_the_snapshot_archive_not_the_repository(people, api, set_up, settings):
-    snapshot = set_up(people.bob)
+def test_the_file_comes_from_the_snapshot_archive_not_the_repository(people, api, sandbox_set_up, settings):
+    snapshot = sandbox_set_up(people.bob)
     archive = Path(settings.SANDBOX_ROOT, "snapshots", f"{snapshot.snapshot_id}.tar.gz")
     archive.write_bytes(archive.read_bytes()[:-20])  # damaged: the backend refuses it
 
@@ -235,8 +225,8 @@ def test_the_file_comes_from_the_snapshot_archive_not_the_repository(people, api
     assert "damaged" in response.json()["error"]
 
 
-def test_a_snapshot_without_a_recorded_listing_is_read_through_the_backend(people, api, set_up):
-    snapshot = set_up(people.bob)
+def test_a_snapshot_without_a_recorded_listing_is_read_through_the_backend(people, api, sandbox_set_up):
+    snapshot = sandbox_set_up(people.bob)
     Snapshot.objects.filter(pk=snapshot.pk).update(filetree=None)  # taken before listings were recorded
 
     found = api.read_file(people.bob.key, path="README.md")
@@ -252,8 +242,8 @@ def test_a_snapshot_without_a_recorded_listing_is_read_through_the_backend(peopl
 @pytest.mark.parametrize("path", [
     "/etc/passwd", "../README.md", "docs/../README.md", "./README.md", "docs//logo.bin", "docs/", ".", "",
 ])
-def test_a_path_that_is_absolute_climbs_or_is_not_normalized_is_a_400(people, api, set_up, path):
-    set_up(people.bob)
+def test_a_path_that_is_absolute_climbs_or_is_not_normalized_is_a_400(people, api, sandbox_set_up, path):
+    sandbox_set_up(people.bob)
 
     response = api.read_file(people.bob.key, path=path)
 
@@ -261,7 +251,7 @@ def test_a_path_that_is_absolute_climbs_or_is_not_normalized_is_a_400(people, ap
     assert response.json()["missing_fields"] == ["path"]
 
 
-def test_a_missing_path_is_a_400(people, api, set_up):
+def test_a_missing_path_is_a_400(people, api, sandbox_set_up):
     response = api.read_file(people.bob.key)
 
     assert response.status_code == 400
@@ -269,8 +259,8 @@ def test_a_missing_path_is_a_400(people, api, set_up):
 
 
 @pytest.mark.parametrize("path", ["nothing.txt", "docs", ".git/HEAD", "readme.md"])
-def test_a_path_that_is_no_file_of_the_snapshot_is_a_404(people, api, set_up, path):
-    set_up(people.bob)
+def test_a_path_that_is_no_file_of_the_snapshot_is_a_404(people, api, sandbox_set_up, path):
+    sandbox_set_up(people.bob)
 
     response = api.read_file(people.bob.key, path=path)
 
@@ -285,8 +275,8 @@ def test_reading_without_a_snapshot_is_a_404(people, api):
     assert "no snapshot" in response.json()["error"]
 
 
-def test_reading_an_expired_snapshot_is_a_410_saying_when_and_how_to_bring_it_back(people, api, set_up):
-    snapshot = expire(set_up(people.bob))
+def test_reading_an_expired_snapshot_is_a_410_saying_when_and_how_to_bring_it_back(people, api, sandbox_set_up):
+    snapshot = expire(sandbox_set_up(people.bob))
 
     response = api.read_file(people.bob.key, path="README.md")
 
@@ -296,8 +286,8 @@ def test_reading_an_expired_snapshot_is_a_410_saying_when_and_how_to_bring_it_ba
     assert "PATCH /api/sandboxes" in error and "POST /api/sandboxes/setup" in error
 
 
-def test_a_file_over_the_limit_is_a_413_naming_its_size(people, api, set_up):
-    set_up(people.bob)
+def test_a_file_over_the_limit_is_a_413_naming_its_size(people, api, sandbox_set_up):
+    sandbox_set_up(people.bob)
 
     response = api.read_file(people.bob.key, path="docs/big.txt")
 
@@ -306,8 +296,8 @@ def test_a_file_over_the_limit_is_a_413_naming_its_size(people, api, set_up):
     assert str(FILE_LIMIT) in response.json()["error"]
 
 
-def test_an_owner_reads_a_members_file_and_an_outsider_cannot(people, api, set_up):
-    set_up(people.bob)
+def test_an_owner_reads_a_members_file_and_an_outsider_cannot(people, api, sandbox_set_up):
+    sandbox_set_up(people.bob)
 
     allowed = api.read_file(people.alice.key, path="README.md", account_id=people.bob.account.pk)
     denied = api.read_file(people.mallory.key, path="README.md", account_id=people.bob.account.pk)
@@ -320,8 +310,8 @@ def test_an_owner_reads_a_members_file_and_an_outsider_cannot(people, api, set_u
 # --- PATCH /api/sandboxes ---------------------------------------------------------------
 
 
-def test_renewing_moves_the_expiry_to_now_plus_the_ttl_and_answers_the_snapshot(people, api, set_up, settings):
-    snapshot = set_up(people.bob)
+def test_renewing_moves_the_expiry_to_now_plus_the_ttl_and_answers_the_snapshot(people, api, sandbox_set_up, settings):
+    snapshot = sandbox_set_up(people.bob)
     Snapshot.objects.filter(pk=snapshot.pk).update(expires_at=timezone.now() + timedelta(hours=1))
     before = timezone.now()
 
@@ -341,8 +331,8 @@ def test_renewing_moves_the_expiry_to_now_plus_the_ttl_and_answers_the_snapshot(
     assert before + settings.SNAPSHOT_TTL <= renewed.expires_at <= timezone.now() + settings.SNAPSHOT_TTL
 
 
-def test_renewing_is_recorded_in_the_audit_trail(people, api, set_up):
-    set_up(people.bob)
+def test_renewing_is_recorded_in_the_audit_trail(people, api, sandbox_set_up):
+    sandbox_set_up(people.bob)
 
     api.renew(people.bob.key, {})
 
@@ -353,8 +343,8 @@ def test_renewing_is_recorded_in_the_audit_trail(people, api, set_up):
     assert event.detail == f"Expires {Snapshot.objects.get(account=people.bob.account).expires_at.isoformat()}"
 
 
-def test_renewing_an_expired_snapshot_makes_it_ready_and_readable_again(people, api, set_up):
-    expire(set_up(people.bob))
+def test_renewing_an_expired_snapshot_makes_it_ready_and_readable_again(people, api, sandbox_set_up):
+    expire(sandbox_set_up(people.bob))
 
     assert api.renew(people.bob.key).status_code == 200
 
@@ -370,8 +360,8 @@ def test_renewing_without_a_snapshot_is_a_404_and_records_nothing(people, api):
     assert not AuditEvent.objects.filter(action=AuditEvent.Action.SANDBOX_RENEWED).exists()
 
 
-def test_an_owner_renews_a_members_sandbox_and_an_outsider_cannot(people, api, set_up):
-    snapshot = expire(set_up(people.bob))
+def test_an_owner_renews_a_members_sandbox_and_an_outsider_cannot(people, api, sandbox_set_up):
+    snapshot = expire(sandbox_set_up(people.bob))
 
     denied = api.renew(people.mallory.key, {"account_id": str(people.bob.account.pk)})
     assert denied.status_code == 403
@@ -387,8 +377,8 @@ def test_an_owner_renews_a_members_sandbox_and_an_outsider_cannot(people, api, s
     ({"acount_id": "x"}, "acount_id"),
     ({"account_id": None, "ttl": "30d"}, "ttl"),
 ])
-def test_a_renewal_with_a_bad_or_unknown_field_is_a_400_naming_it(people, api, set_up, body, field):
-    set_up(people.bob)
+def test_a_renewal_with_a_bad_or_unknown_field_is_a_400_naming_it(people, api, sandbox_set_up, body, field):
+    sandbox_set_up(people.bob)
 
     response = api.renew(people.bob.key, body)
 
@@ -396,8 +386,8 @@ def test_a_renewal_with_a_bad_or_unknown_field_is_a_400_naming_it(people, api, s
     assert field in response.json()["missing_fields"]
 
 
-def test_a_renewal_with_an_unknown_query_parameter_is_a_400_naming_it(people, api, set_up):
-    set_up(people.bob)
+def test_a_renewal_with_an_unknown_query_parameter_is_a_400_naming_it(people, api, sandbox_set_up):
+    sandbox_set_up(people.bob)
 
     response = api.call("patch", "/api/sandboxes?days=30", key=people.bob.key, body={})
 
@@ -405,8 +395,8 @@ def test_a_renewal_with_an_unknown_query_parameter_is_a_400_naming_it(people, ap
     assert "days" in response.json()["error"]
 
 
-def test_a_renewal_body_that_is_not_an_object_is_a_400(people, api, set_up):
-    set_up(people.bob)
+def test_a_renewal_body_that_is_not_an_object_is_a_400(people, api, sandbox_set_up):
+    sandbox_set_up(people.bob)
 
     response = api.renew(people.bob.key, ["account_id"])
 
@@ -414,10 +404,10 @@ def test_a_renewal_body_that_is_not_an_object_is_a_400(people, api, set_up):
     assert response.json()["status"] == "error"
 
 
-def test_renewals_are_rate_limited_per_key(people, api, set_up, settings):
+def test_renewals_are_rate_limited_per_key(people, api, sandbox_set_up, settings):
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     settings.API_THROTTLE_RATES = {**settings.API_THROTTLE_RATES, "renew": "2/min"}
-    set_up(people.bob)
+    sandbox_set_up(people.bob)
 
     answers = [api.renew(people.bob.key, {}) for _ in range(3)]
 
@@ -434,8 +424,8 @@ def test_the_three_endpoints_refuse_other_methods_with_json(people, api):
     assert response.json()["status"] == file_post.json()["status"] == "error"
 
 
-def test_a_second_run_is_not_started_by_reading_or_renewing(people, api, set_up):
-    set_up(people.bob)
+def test_a_second_run_is_not_started_by_reading_or_renewing(people, api, sandbox_set_up):
+    sandbox_set_up(people.bob)
 
     api.sandbox(people.bob.key)
     api.read_file(people.bob.key, path="README.md")
