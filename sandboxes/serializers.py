@@ -1,5 +1,7 @@
 """Request and response shapes of the sandbox API (names match spec/contract.yaml)."""
 
+from functools import cache
+
 from rest_framework import serializers
 
 from sandboxes.models import SetupRun
@@ -184,3 +186,18 @@ class SandboxFileResponseSerializer(serializers.Serializer):
 class RenewSandboxResponseSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=["success"])
     snapshot = UpdateSnapshotResponseSerializer(help_text="The snapshot record with its new expiry.")
+
+
+@cache
+def _shared(serializer_class: type[serializers.Serializer]) -> serializers.Serializer:
+    return serializer_class()
+
+
+def represent(serializer_class: type[serializers.Serializer], instance) -> dict:
+    """What `serializer_class(instance).data` answers, from one serializer per process.
+
+    Building a serializer's fields is most of its cost (a ModelSerializer reads
+    its model's fields every time); the fields keep nothing from one value to
+    the next, so one instance serves every request. For the hot read paths.
+    """
+    return _shared(serializer_class).to_representation(instance)

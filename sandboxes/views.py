@@ -38,6 +38,7 @@ from sandboxes.serializers import (
     SetupSandboxRequestSerializer,
     SetupSandboxResponseSerializer,
     UpdateSnapshotResponseSerializer,
+    represent,
 )
 
 
@@ -179,9 +180,9 @@ class SandboxView(TargetAccountView):
             "status": "success",
             "account_id": str(account.pk),
             "state": sandbox.state,
-            **(UpdateSnapshotResponseSerializer(snapshot).data if snapshot is not None else dict.fromkeys(
+            **(represent(UpdateSnapshotResponseSerializer, snapshot) if snapshot is not None else dict.fromkeys(
                 ("snapshot_id", "github_repo", "expires_at", "created_at"))),
-            "last_run": RunSerializer(sandbox.last_run).data if sandbox.last_run is not None else None,
+            "last_run": represent(RunSerializer, sandbox.last_run) if sandbox.last_run is not None else None,
             # Stored in the shape of the answer when the snapshot was taken: returned as it is.
             "filetree": snapshot.filetree if snapshot is not None else None,
         })

@@ -432,3 +432,13 @@ def test_a_second_run_is_not_started_by_reading_or_renewing(people, api, sandbox
     api.renew(people.bob.key)
 
     assert SetupRun.objects.filter(account=people.bob.account).count() == 1
+
+
+def test_a_snapshot_without_any_run_is_ready_with_no_last_run(people, api):
+    snapshot = Snapshot.objects.create(account=people.bob.account, snapshot_id="snap_" + "a" * 24,
+                                       expires_at=timezone.now() + timedelta(days=1), filetree=[])
+
+    body = api.sandbox(people.bob.key).json()
+
+    assert (body["state"], body["snapshot_id"], body["last_run"], body["filetree"]) == (
+        "ready", snapshot.snapshot_id, None, [])
