@@ -270,7 +270,8 @@ def test_both_ways_of_sending_the_key_are_documented(schema):
 
 
 @pytest.mark.parametrize("path, method", [("/api/sandboxes/setup", "post"), ("/api/sandboxes", "delete"),
-                                          ("/api/tasks/runs", "get")])
+                                          ("/api/tasks/runs", "get"), ("/api/sandboxes", "get"),
+                                          ("/api/sandboxes", "patch"), ("/api/sandboxes/file", "get")])
 def test_every_operation_takes_either_scheme_and_no_anonymous_access(schema, path, method):
     security = schema["paths"][path][method]["security"]
     names = {name for requirement in security for name in requirement}
@@ -284,7 +285,9 @@ def test_every_operation_takes_either_scheme_and_no_anonymous_access(schema, pat
     "path, method, code",
     [("/api/sandboxes/setup", "post", "403"), ("/api/sandboxes", "delete", "403"),
      ("/api/tasks/runs", "get", "403"), ("/api/tasks/runs", "get", "404"),
-     ("/api/tasks/runs", "get", "400"), ("/api/tasks/runs", "get", "401")],
+     ("/api/tasks/runs", "get", "400"), ("/api/tasks/runs", "get", "401"),
+     ("/api/sandboxes", "get", "403"), ("/api/sandboxes", "patch", "403"), ("/api/sandboxes", "patch", "404"),
+     ("/api/sandboxes/file", "get", "403"), ("/api/sandboxes/file", "get", "410")],
 )
 def test_the_errors_the_api_can_answer_are_documented(contract, schema, path, method, code):
     response = resolve(schema, schema["paths"][path][method]["responses"][code])
