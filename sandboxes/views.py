@@ -94,7 +94,7 @@ def refuse_unknown_parameters(request, *, query=frozenset(), body=frozenset()) -
 
 
 class TargetAccountView(APIView):
-    """A view that acts on one account: the key's own, or the body's account_id."""
+    """A view that acts on one account: the key's own, or the account_id of the body or the query."""
 
     permission_classes = [MayActOnAccount]
 
