@@ -80,6 +80,13 @@ IDEMPOTENCY_ERRORS = {
 WRITE_ERRORS = {**TARGET_ERRORS, **THROTTLED, **IDEMPOTENCY_ERRORS}
 
 
+def write_schema(*, responses: dict, **documented):
+    """extend_schema of a write that takes an Idempotency-Key: its own answers, and WRITE_ERRORS."""
+    return extend_schema(
+        responses={**responses, **WRITE_ERRORS}, parameters=[IDEMPOTENCY_PARAMETER], tags=["sandboxes"], **documented
+    )
+
+
 def refuse_unknown_parameters(request, *, query=frozenset(), body=frozenset()) -> None:
     """400 naming each query parameter or body field the endpoint does not take.
 
@@ -121,7 +128,7 @@ class TargetAccountView(APIView):
 class SetupSandboxView(TargetAccountView):
     throttle_scope = "setup"  # accounts/throttling.py
 
-    @extend_schema(
+    @write_schema(
         operation_id="setup_sandbox",
         summary="Set up the account's sandbox",
         description=(
@@ -133,10 +140,7 @@ class SetupSandboxView(TargetAccountView):
         responses={
             200: OpenApiResponse(SetupSandboxResponseSerializer, description="Setup task triggered successfully"),
             400: _error("Bad request - invalid account_id format"),
-            **WRITE_ERRORS,
         },
-        parameters=[IDEMPOTENCY_PARAMETER],
-        tags=["sandboxes"],
     )
     @idempotent
     def post(self, request):
@@ -187,7 +191,7 @@ class SandboxView(TargetAccountView):
             "filetree": snapshot.filetree if snapshot is not None else None,
         })
 
-    @extend_schema(
+    @write_schema(
         operation_id="renew_sandbox",
         summary="Renew the account's snapshot: its expiry becomes now + SNAPSHOT_TTL",
         description=(
@@ -199,10 +203,7 @@ class SandboxView(TargetAccountView):
             200: OpenApiResponse(RenewSandboxResponseSerializer, description="Snapshot renewed"),
             400: _error("Bad request - invalid account_id, or an unknown field or query parameter"),
             404: _error("The account has no snapshot"),
-            **WRITE_ERRORS,
         },
-        parameters=[IDEMPOTENCY_PARAMETER],
-        tags=["sandboxes"],
     )
     @idempotent
     def patch(self, request):
@@ -213,7 +214,7 @@ class SandboxView(TargetAccountView):
             raise NotFound("The account has no snapshot to renew; set the sandbox up (POST /api/sandboxes/setup)")
         return Response({"status": "success", "snapshot": UpdateSnapshotResponseSerializer(snapshot).data})
 
-    @extend_schema(
+    @write_schema(
         operation_id="delete_sandbox",
         summary="Delete the account's sandbox",
         description=(
@@ -225,10 +226,7 @@ class SandboxView(TargetAccountView):
         responses={
             200: OpenApiResponse(DeleteSandboxResponseSerializer, description="Sandbox deleted successfully"),
             400: _error("Bad request - failed to delete sandbox, or invalid account_id"),
-            **WRITE_ERRORS,
         },
-        parameters=[IDEMPOTENCY_PARAMETER],
-        tags=["sandboxes"],
     )
     @idempotent
     def delete(self, request):
