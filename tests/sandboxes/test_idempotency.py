@@ -251,3 +251,31 @@ def test_the_purge_schedule_is_created_once_however_often_the_migration_runs():
 
     [schedule] = Schedule.objects.filter(name=migration.PURGE_NAME)
     assert schedule.schedule_type == Schedule.HOURLY
+
+
+# --- from a browser ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path, method", [("/api/sandboxes/setup", "POST"), ("/api/sandboxes", "DELETE"),
+                                          ("/api/sandboxes", "PATCH")])
+def test_a_browser_may_send_the_key_cross_origin(api, path, method):
+    response = api.client.options(path, headers={
+        "Origin": "https://app.example.com",
+        "Access-Control-Request-Method": method,
+        "Access-Control-Request-Headers": "x-api-key, content-type, idempotency-key",
+    })
+
+    assert response.status_code == 200
+    allowed = {name.strip().lower() for name in response["access-control-allow-headers"].split(",")}
+    assert "idempotency-key" in allowed
+
+
+def test_a_browser_can_read_that_an_answer_was_replayed(people, api):
+    headers = {**KEY, "Origin": "https://app.example.com"}
+    api.setup(people.bob.key, {}, headers=headers)
+
+    repeat = api.setup(people.bob.key, {}, headers=headers)
+
+    assert repeat["Idempotent-Replayed"] == "true"
+    exposed = {name.strip().lower() for name in repeat["access-control-expose-headers"].split(",")}
+    assert "idempotent-replayed" in exposed
