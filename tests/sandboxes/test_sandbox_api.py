@@ -241,6 +241,7 @@ def test_a_snapshot_without_a_recorded_listing_is_read_through_the_backend(peopl
 
 @pytest.mark.parametrize("path", [
     "/etc/passwd", "../README.md", "docs/../README.md", "./README.md", "docs//logo.bin", "docs/", ".", "",
+    "README.md\x00.txt", "x" * 4097,
 ])
 def test_a_path_that_is_absolute_climbs_or_is_not_normalized_is_a_400(people, api, sandbox_set_up, path):
     sandbox_set_up(people.bob)
