@@ -443,3 +443,14 @@ def test_a_snapshot_without_any_run_is_ready_with_no_last_run(people, api):
 
     assert (body["state"], body["snapshot_id"], body["last_run"], body["filetree"]) == (
         "ready", snapshot.snapshot_id, None, [])
+
+
+def test_the_file_tree_comes_from_the_row_without_opening_the_archive(people, api, sandbox_set_up, settings):
+    snapshot = sandbox_set_up(people.bob)
+    for archive in Path(settings.SANDBOX_ROOT, "snapshots").glob(f"{snapshot.snapshot_id}.*"):
+        archive.unlink()
+
+    body = api.sandbox(people.bob.key).json()
+
+    assert body["state"] == "ready"
+    assert body["filetree"] == snapshot.filetree and len(body["filetree"]) == 4
