@@ -1,22 +1,28 @@
-"""Reads on sandboxes and setup runs."""
+"""Reads on sandboxes and setup runs: the sandbox's state, a file of its snapshot, runs, what a delete deletes."""
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 
+from django.conf import settings
 from django.db import connections, router
 
 from accounts.models import Account, ApiKey
 from orgs.access import reachable_accounts
 from sandboxes.models import SetupRun, Snapshot
-from sandboxes.providers import get_git_host
+from sandboxes.providers import get_git_host, get_sandbox_backend
 from sandboxes.providers.base import (
     ProviderError,
     Repository,
+    SnapshotFileNotFound,
+    SnapshotFileTooLarge,
     repositories_grouped_by_account,
     repository_belongs_to,
     repository_name_from_url,
 )
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,71 @@ def _model_from_row(model, values, connection):
             value = converter(value, column, connection)
         converted.append(value)
     return model.from_db(connection.alias, [field.attname for field in fields], converted)
+
+
+class SandboxFileError(Exception):
+    """A file of the snapshot that cannot be read; the message is fit to show to a user."""
+
+
+class NoSnapshot(SandboxFileError):
+    pass
+
+
+class SnapshotExpired(SandboxFileError):
+    pass
+
+
+class NoSuchFile(SandboxFileError):
+    pass
+
+
+class FileTooLarge(SandboxFileError):
+    pass
+
+
+class SnapshotUnreadable(SandboxFileError):
+    """The backend failed to read the snapshot."""
+
+
+@dataclass(frozen=True)
+class SandboxFile:
+    path: str
+    content: bytes
+
+
+def sandbox_file_read(*, account: Account, path: str) -> SandboxFile:
+    """One file of the account's snapshot, read through the backend (GET /api/sandboxes/file).
+
+    `path` is relative and normalized (the view checks). The recorded listing
+    answers for a file that is not there or too large without opening the
+    archive; a snapshot taken before listings were recorded asks the backend.
+    """
+    snapshot = Snapshot.objects.filter(account=account).first()
+    if snapshot is None:
+        raise NoSnapshot("The account has no snapshot; set the sandbox up first (POST /api/sandboxes/setup)")
+    if snapshot.is_expired:
+        raise SnapshotExpired(
+            f"The snapshot expired at {snapshot.expires_at.isoformat()}; renew it with PATCH /api/sandboxes "
+            "(or set the sandbox up again with POST /api/sandboxes/setup) to read it"
+        )
+    limit = settings.SANDBOX_FILE_MAX_BYTES
+    too_large = "{path} is {size} bytes; files of at most {limit} bytes (SANDBOX_FILE_MAX_BYTES) can be read"
+    if snapshot.filetree is not None:
+        entry = next((entry for entry in snapshot.filetree if entry["path"] == path), None)
+        if entry is None or entry["type"] != "blob":
+            raise NoSuchFile(f"No file {path} in the snapshot")
+        if entry["size"] > limit:
+            raise FileTooLarge(too_large.format(path=path, size=entry["size"], limit=limit))
+    try:
+        content = get_sandbox_backend().read_file(snapshot.snapshot_id, path, max_bytes=limit)
+    except SnapshotFileNotFound:
+        raise NoSuchFile(f"No file {path} in the snapshot") from None
+    except SnapshotFileTooLarge as exc:
+        raise FileTooLarge(too_large.format(path=path, size=exc.size, limit=limit)) from None
+    except ProviderError as exc:
+        logger.warning("Could not read %s from snapshot %s: %s", path, snapshot.snapshot_id, exc)
+        raise SnapshotUnreadable(f"Could not read the snapshot: {exc}") from None
+    return SandboxFile(path=path, content=content)
 
 
 def setup_run_visible_to(*, key: ApiKey, run_id: str) -> SetupRun | None:

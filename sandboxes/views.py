@@ -252,11 +252,11 @@ class PayloadTooLarge(APIException):
 
 
 FILE_ERRORS = {
-    services.NoSnapshot: NotFound,
-    services.NoSuchFile: NotFound,
-    services.SnapshotExpired: SnapshotGone,
-    services.FileTooLarge: PayloadTooLarge,
-    services.SnapshotUnreadable: SnapshotUnreadable,
+    selectors.NoSnapshot: NotFound,
+    selectors.NoSuchFile: NotFound,
+    selectors.SnapshotExpired: SnapshotGone,
+    selectors.FileTooLarge: PayloadTooLarge,
+    selectors.SnapshotUnreadable: SnapshotUnreadable,
 }
 
 
@@ -290,8 +290,8 @@ class SandboxFileView(TargetAccountView):
         refuse_unknown_parameters(request, query={"path", "account_id"})
         account, query = self.validated(request, SandboxFileQuerySerializer, request.query_params)
         try:
-            found = services.sandbox_file_read(account=account, path=query["path"])
-        except services.SandboxFileError as exc:
+            found = selectors.sandbox_file_read(account=account, path=query["path"])
+        except selectors.SandboxFileError as exc:
             raise FILE_ERRORS[type(exc)](str(exc)) from None
         try:
             encoding, content = "utf-8", found.content.decode("utf-8")
