@@ -136,6 +136,8 @@ GITHUB = env.github_settings() if GIT_HOST == "github" else None
 # it is ever deleted. Required with GitHub; the local git host's default is "local".
 SANDBOX_DEPLOYMENT_ID = env.deployment_id("SANDBOX_DEPLOYMENT_ID", required=GIT_HOST == "github", default="local")
 SNAPSHOT_TTL = env.duration("SNAPSHOT_TTL", "7d")
+# GET /api/sandboxes/file answers 413 for a larger file.
+SANDBOX_FILE_MAX_BYTES = env.integer("SANDBOX_FILE_MAX_BYTES", 1024 * 1024, minimum=1)
 if not SANDBOX_TEMPLATE_DIR.is_dir():
     env.stop(f"SANDBOX_TEMPLATE_DIR {SANDBOX_TEMPLATE_DIR} is not a folder")
 
@@ -204,6 +206,7 @@ REST_FRAMEWORK = {
 API_THROTTLE_RATES = {
     "setup": env.rate("THROTTLE_SETUP_RATE", "30/min"),
     "delete": env.rate("THROTTLE_DELETE_RATE", "30/min"),
+    "renew": env.rate("THROTTLE_RENEW_RATE", "30/min"),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Sandbox API",
@@ -228,8 +231,8 @@ SPECTACULAR_SETTINGS = {
 CORS_URLS_REGEX = r"^/api/.*$"
 CORS_ALLOWED_ORIGINS = env.words("CORS_ALLOWED_ORIGINS")
 CORS_ALLOW_ALL_ORIGINS = not CORS_ALLOWED_ORIGINS
-CORS_ALLOW_HEADERS = ("accept", "authorization", "content-type", "x-api-key", "x-request-id")
-CORS_EXPOSE_HEADERS = ("x-request-id", "retry-after")
+CORS_ALLOW_HEADERS = ("accept", "authorization", "content-type", "x-api-key", "x-request-id", "idempotency-key")
+CORS_EXPOSE_HEADERS = ("x-request-id", "retry-after", "idempotent-replayed")
 
 LOG_LEVEL = env.choice("LOG_LEVEL", "info", logs.LEVELS).upper()
 LOG_FORMAT = env.choice("LOG_FORMAT", "plain", logs.FORMATS)

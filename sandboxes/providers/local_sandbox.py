@@ -12,13 +12,23 @@ For one host only: another machine cannot see these folders.
 
 import contextlib
 import hashlib
+import os
 import secrets
 import shutil
 import tarfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from sandboxes.providers.base import CommandResult, SandboxBackendError, SnapshotInfo, os_reason
+from sandboxes.providers.base import (
+    UNLISTED_FOLDERS,
+    CommandResult,
+    FileEntry,
+    SandboxBackendError,
+    SnapshotFileNotFound,
+    SnapshotFileTooLarge,
+    SnapshotInfo,
+    os_reason,
+)
 from sandboxes.providers.process import run_command
 
 CHUNK = 1024 * 1024
@@ -30,6 +40,23 @@ def _sha256(path: Path) -> str:
         while chunk := stream.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _listing(workspace: Path) -> tuple[FileEntry, ...]:
+    """The folders and regular files of the workspace (not symlinks, not UNLISTED_FOLDERS), sorted by path."""
+    entries = []
+    for folder, subfolders, files in os.walk(workspace):
+        subfolders[:] = [name for name in subfolders if name not in UNLISTED_FOLDERS]
+        base = Path(folder)
+        for name in subfolders:
+            if not (base / name).is_symlink():
+                entries.append(FileEntry(path=(base / name).relative_to(workspace).as_posix(), type="tree"))
+        for name in files:
+            path = base / name
+            if path.is_file() and not path.is_symlink():
+                entries.append(FileEntry(path=path.relative_to(workspace).as_posix(), type="blob",
+                                         size=path.stat().st_size))
+    return tuple(sorted(entries, key=lambda entry: entry.path))
 
 
 def _checked_id(value: str, prefix: str) -> str:
@@ -101,6 +128,7 @@ class LocalSandboxBackend:
             with tarfile.open(partial, "w:gz") as tar:
                 tar.add(workspace, arcname=".")
             checksum = _sha256(partial)
+            files = _listing(workspace)
             self._checksum_file(snapshot_id).write_text(checksum + "\n")
             # The archive appears under its final name only when it is whole.
             partial.rename(archive)
@@ -111,9 +139,12 @@ class LocalSandboxBackend:
                 with contextlib.suppress(OSError):
                     leftover.unlink(missing_ok=True)
             raise SandboxBackendError(f"Could not write snapshot {snapshot_id}: {os_reason(exc)}", detail=str(exc)) from None
-        return SnapshotInfo(snapshot_id=snapshot_id, checksum=checksum, size_bytes=archive.stat().st_size)
+        return SnapshotInfo(
+            snapshot_id=snapshot_id, checksum=checksum, size_bytes=archive.stat().st_size, files=files
+        )
 
-    def restore(self, snapshot_id: str) -> str:
+    def _checked_archive(self, snapshot_id: str) -> Path:
+        """The snapshot's archive, once its checksum matches."""
         archive = self._archive(snapshot_id)
         if not archive.is_file():
             raise SandboxBackendError(f"Snapshot {snapshot_id} does not exist")
@@ -125,6 +156,32 @@ class LocalSandboxBackend:
             ) from None
         if _sha256(archive) != expected:
             raise SandboxBackendError(f"Snapshot {snapshot_id} is damaged (checksum mismatch)")
+        return archive
+
+    def read_file(self, snapshot_id: str, path: str, *, max_bytes: int) -> bytes:
+        # One member is read from the archive; nothing is extracted to disk.
+        if set(Path(path).parts) & UNLISTED_FOLDERS:
+            raise SnapshotFileNotFound(f"No file {path} in snapshot {snapshot_id}")
+        archive = self._checked_archive(snapshot_id)
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                try:
+                    member = tar.getmember(f"./{path}")
+                except KeyError:
+                    raise SnapshotFileNotFound(f"No file {path} in snapshot {snapshot_id}") from None
+                if not member.isfile():
+                    raise SnapshotFileNotFound(f"No file {path} in snapshot {snapshot_id}")
+                if member.size > max_bytes:
+                    raise SnapshotFileTooLarge(
+                        f"{path} is {member.size} bytes, more than {max_bytes}", size=member.size
+                    )
+                return tar.extractfile(member).read()
+        except (OSError, tarfile.TarError) as exc:
+            reason = os_reason(exc) if isinstance(exc, OSError) else "the archive is damaged"
+            raise SandboxBackendError(f"Could not read snapshot {snapshot_id}: {reason}", detail=str(exc)) from None
+
+    def restore(self, snapshot_id: str) -> str:
+        archive = self._checked_archive(snapshot_id)
         sandbox_id = self.create()
         try:
             with tarfile.open(archive, "r:gz") as tar:
