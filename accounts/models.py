@@ -72,6 +72,7 @@ class AuditEvent(models.Model):
         RUN_CANCELED = "run.canceled", "Setup run canceled"
         CLEANUP = "cleanup.finished", "Cleanup finished"
         RECONCILE = "reconcile.finished", "Reconcile finished"
+        WEBHOOK_DISABLED = "webhook.disabled", "Webhook endpoint disabled"
 
     class Outcome(models.TextChoices):
         SUCCESS = "success", "Success"

@@ -39,6 +39,7 @@ from sandboxes.providers.base import (
     repository_name_for,
     repository_name_from_url,
 )
+from webhooks.services import webhook_run_ended
 
 logger = logging.getLogger(__name__)
 
@@ -318,6 +319,7 @@ def _finish(run: SetupRun, *, error: str, canceled: bool, output: dict | None) -
                 run_id=run.pk,
                 detail=error or f"Snapshot {output['snapshot_id']}",
             )
+            webhook_run_ended(run_id=run.pk, account_id=run.account_id)
     logger.info("Setup run %s for account %s: %s %s", run.pk, run.account_id, final, error)
 
 
