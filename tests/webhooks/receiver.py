@@ -1,0 +1,99 @@
+"""A webhook receiver on 127.0.0.1 that checks every delivery with the `standardwebhooks` package.
+
+It answers each POST with the next of a script of answers (a status code, or
+HANG to keep the request open without answering), then 200 once the script
+is used up. Each delivery is kept with its headers, body, the time it came
+and whether its signature verified.
+"""
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+HANG = "hang"
+
+
+@dataclass
+class Delivery:
+    path: str
+    headers: dict
+    body: bytes
+    received_at: float
+    verified: bool
+    error: str = ""
+
+    @property
+    def webhook_id(self) -> str:
+        return self.headers["webhook-id"]
+
+    @property
+    def event(self) -> dict:
+        return json.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    secret: str = ""
+    answers: list = field(default_factory=list)
+    answer_body: bytes = b"ok"
+    extra_headers: dict = field(default_factory=dict)
+    deliveries: list[Delivery] = field(default_factory=list)
+    server: ThreadingHTTPServer | None = None
+    released: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}/hooks"
+
+    def start(self) -> "Receiver":
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {name.lower(): value for name, value in self.headers.items()}
+                verified, error = True, ""
+                try:
+                    Webhook(receiver.secret).verify(body, headers)
+                except (WebhookVerificationError, ValueError, KeyError) as exc:
+                    verified, error = False, repr(exc)
+                with receiver.lock:
+                    receiver.deliveries.append(Delivery(self.path, headers, body, time.monotonic(), verified, error))
+                    answer = receiver.answers.pop(0) if receiver.answers else 200
+                if answer == HANG:
+                    receiver.released.wait(60)
+                    return
+                self.send_response(answer)
+                for name, value in receiver.extra_headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(receiver.answer_body)))
+                self.end_headers()
+                self.wfile.write(receiver.answer_body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self):
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def wait_for(self, count: int, timeout: float = 10) -> list[Delivery]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.deliveries) >= count:
+                    return list(self.deliveries)
+            time.sleep(0.02)
+        raise AssertionError(f"expected {count} deliveries within {timeout} s, got {len(self.deliveries)}")
