@@ -69,7 +69,8 @@ def url_check(url: str) -> Target:
     addresses = list(dict.fromkeys(info[4][0] for info in found))
     if not settings.WEBHOOK_ALLOW_PRIVATE:
         for address in addresses:
-            if not ipaddress.ip_address(address.split("%")[0]).is_global:
+            ip = ipaddress.ip_address(address.split("%")[0])
+            if not ip.is_global or ip.is_multicast:
                 raise UnsafeUrl(
                     f"the host {parts.hostname} resolves to {address}, a loopback, private, link-local or "
                     "reserved address (allowed only with WEBHOOK_ALLOW_PRIVATE=1)"
