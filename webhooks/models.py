@@ -50,6 +50,8 @@ class Endpoint(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        verbose_name = "webhook endpoint"
+        permissions = [("disable_endpoint", "Can disable webhook endpoints")]
         constraints = [
             models.CheckConstraint(
                 condition=Q(organization__isnull=True, account__isnull=False)
@@ -105,6 +107,8 @@ class Event(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        verbose_name = "webhook event"
+        permissions = [("redeliver_event", "Can send webhook events again")]
         indexes = [models.Index(fields=["state", "next_attempt_at"], name="webhook_event_due")]
         constraints = [
             models.UniqueConstraint(
