@@ -22,8 +22,9 @@ class Delivery:
     path: str
     headers: dict
     body: bytes
-    received_at: float
+    received_at: float  # time.monotonic()
     verified: bool
+    received_epoch: float = 0.0  # time.time(), to compare with the times the service records
     error: str = ""
 
     @property
@@ -64,7 +65,8 @@ class Receiver:
                 except (WebhookVerificationError, ValueError, KeyError) as exc:
                     verified, error = False, repr(exc)
                 with receiver.lock:
-                    receiver.deliveries.append(Delivery(self.path, headers, body, time.monotonic(), verified, error))
+                    receiver.deliveries.append(Delivery(self.path, headers, body, time.monotonic(), verified,
+                                                       received_epoch=time.time(), error=error))
                     answer = receiver.answers.pop(0) if receiver.answers else 200
                 if answer == HANG:
                     receiver.released.wait(60)
