@@ -5,6 +5,7 @@ from datetime import timedelta
 import pytest
 
 from accounts.audit import Actor
+from tests.reliability.conftest import start_service  # noqa: F401 (the service for real, for test_worker_delivery)
 from tests.webhooks.receiver import Receiver
 from webhooks.models import Event
 from webhooks.services import endpoint_create

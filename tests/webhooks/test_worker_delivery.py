@@ -15,7 +15,6 @@ from datetime import datetime
 import pytest
 
 from tests.conftest import requires_postgres
-from tests.reliability.conftest import start_service  # noqa: F401 (a fixture)
 from webhooks.models import Event
 
 pytestmark = [requires_postgres, pytest.mark.postgres]
