@@ -11,6 +11,10 @@ is disabled, and that is recorded in the audit trail.
 Short delays (up to INLINE_RETRY_LIMIT) are waited in the task that made the
 attempt; longer ones, and events whose task was lost with its worker, are
 picked up by the sweep (`deliver_due_events`, scheduled every minute).
+
+Events recorded by a worker (a run's end) are tried once by that worker as
+soon as its transaction commits, rather than queued behind the setups
+waiting in the same queue; what that attempt does not deliver is queued.
 """
 
 import logging
@@ -118,11 +122,29 @@ def _record(event: Event, answer: transport.Answer, started_at) -> timedelta | N
     return delay
 
 
-def event_deliver(*, event_id: str) -> bool:
-    """Deliver the event if it is due and nobody holds it; waits out short retry delays. True once delivered."""
+def _wait_for_retry(event_id: str) -> bool:
+    """Sleep until the event's next attempt if it is pending, held by nobody and due within INLINE_RETRY_LIMIT."""
+    now = timezone.now()
+    found = (Event.objects.filter(pk=event_id, state=Event.State.PENDING, endpoint__is_active=True)
+             .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+             .values_list("next_attempt_at", flat=True).first())
+    if found is None or found <= now or (found - now).total_seconds() > INLINE_RETRY_LIMIT:
+        return False
+    time.sleep((found - now).total_seconds())
+    return True
+
+
+def event_deliver(*, event_id: str, wait_for_retries: bool = True) -> bool:
+    """Deliver the event if it is due and nobody holds it; True once it is delivered.
+
+    With `wait_for_retries`, a retry due within INLINE_RETRY_LIMIT is waited
+    for here; without, one attempt at most.
+    """
     while True:
         event = _claim(event_id)
         if event is None:
+            if wait_for_retries and _wait_for_retry(event_id):
+                continue
             return Event.objects.filter(pk=event_id, state=Event.State.DELIVERED).exists()
         started_at = timezone.now()
         answer = _attempt(event)
@@ -131,9 +153,18 @@ def event_deliver(*, event_id: str) -> bool:
                     event.attempts, "delivered" if answer.ok else answer.error)
         if answer.ok:
             return True
-        if delay is None or delay.total_seconds() > INLINE_RETRY_LIMIT:
+        if not wait_for_retries or delay is None or delay.total_seconds() > INLINE_RETRY_LIMIT:
             return False
         time.sleep(delay.total_seconds())
+
+
+def events_deliver_after_commit(event_ids: list[str], *, here: bool) -> None:
+    """Once the events' transaction has committed: queue their delivery, or (`here`, in a worker) try each
+    once at once and queue those still pending (their retries, by the schedule)."""
+    if here:
+        event_ids = [event_id for event_id in event_ids
+                     if not event_deliver(event_id=event_id, wait_for_retries=False)]
+    delivery_enqueue(event_ids)
 
 
 def events_redeliver(*, events) -> int:

@@ -99,10 +99,10 @@ def endpoint_rotate_secret(*, endpoint: Endpoint, actor: Actor) -> str:
 # --- recording events (the outbox) ------------------------------------------------------
 
 
-def _enqueue_deliveries(event_ids: list[str]) -> None:
-    from webhooks.delivery import delivery_enqueue
+def _deliver_after_commit(event_ids: list[str], *, here: bool) -> None:
+    from webhooks.delivery import events_deliver_after_commit
 
-    delivery_enqueue(event_ids)
+    events_deliver_after_commit(event_ids, here=here)
 
 
 class EventOutbox:
@@ -146,12 +146,13 @@ class EventOutbox:
                 self.events.append(Event(endpoint_id=endpoint_id, type=event_type, account_id=account_id, body=body,
                                          dedupe_key=dedupe_key, next_attempt_at=self.now, created_at=self.now))
 
-    def save(self, *, ignore_conflicts: bool = False) -> list[Event]:
-        """Insert the events and queue their delivery for when the transaction commits."""
+    def save(self, *, ignore_conflicts: bool = False, deliver_here: bool = False) -> list[Event]:
+        """Insert the events; once the transaction commits, queue their delivery (or, `deliver_here`, in a
+        worker: try each once first)."""
         if not self.events:
             return []
         Event.objects.bulk_create(self.events, ignore_conflicts=ignore_conflicts)
-        transaction.on_commit(partial(_enqueue_deliveries, [event.pk for event in self.events]))
+        transaction.on_commit(partial(_deliver_after_commit, [event.pk for event in self.events], here=deliver_here))
         return self.events
 
 
@@ -181,14 +182,18 @@ def webhook_runs_ended(*, runs: Iterable, outbox: EventOutbox | None = None) -> 
 
 
 def webhook_run_ended(*, run_id: str, account_id: UUID) -> list[Event]:
-    """Record the event of a run that just ended (the pipeline, in its final transaction)."""
+    """Record the event of a run that just ended (the pipeline, in its final transaction).
+
+    The worker tries it once as soon as the transaction commits: queued, it
+    would wait behind every setup queued meanwhile.
+    """
     from sandboxes.models import SetupRun
 
     outbox = EventOutbox([account_id])
     if not outbox.targets:
         return []
     webhook_runs_ended(runs=[SetupRun.objects.get(pk=run_id)], outbox=outbox)
-    return outbox.save()
+    return outbox.save(deliver_here=True)
 
 
 def sandbox_deleted_reason(actor: Actor) -> str:

@@ -216,3 +216,31 @@ def test_send_again_delivers_a_failed_event_once_more(completed_run_event, recei
     assert len(receiver.deliveries) == 4
     event = Event.objects.get()
     assert (event.state, event.attempts) == (Event.State.DELIVERED, 4)
+
+
+def test_the_worker_that_ends_a_run_delivers_its_event_as_soon_as_it_commits(
+    people, api, run_queued_setups, make_endpoint, receiver, django_capture_on_commit_callbacks
+):
+    make_endpoint(account=people.alice.account)
+    api.setup(people.alice.key)
+    with django_capture_on_commit_callbacks(execute=True):
+        run_queued_setups()
+
+    [delivered] = receiver.deliveries
+    assert delivered.verified and delivered.event["type"] == "run.completed"
+    assert Event.objects.get().state == Event.State.DELIVERED
+
+
+def test_an_event_the_worker_could_not_deliver_at_once_is_queued_and_retried(
+    people, api, run_queued_setups, make_endpoint, receiver, django_capture_on_commit_callbacks, sync_queue
+):
+    make_endpoint(account=people.alice.account)
+    receiver.answers = [500]
+    api.setup(people.alice.key)
+    with django_capture_on_commit_callbacks(execute=True):
+        run_queued_setups()
+
+    # The worker's attempt failed; the queued task waited for the retry's delay and sent it again.
+    assert [d.webhook_id for d in receiver.deliveries] == [Event.objects.get().pk] * 2
+    event = Event.objects.get()
+    assert (event.state, event.attempts) == (Event.State.DELIVERED, 2)
