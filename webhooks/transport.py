@@ -97,7 +97,7 @@ def post(*, url: str, body: str, headers: dict[str, str], timeout: float) -> Ans
     default_port = 443 if target.scheme == "https" else 80
     if target.port != default_port:
         host_header += f":{target.port}"
-    options = {"timeout": urllib3.Timeout(connect=timeout, read=timeout), "retries": False, "maxsize": 1}
+    options = {"timeout": urllib3.Timeout(total=timeout), "retries": False, "maxsize": 1}
     if target.scheme == "https":
         pool = urllib3.HTTPSConnectionPool(target.address, target.port, server_hostname=target.host,
                                            assert_hostname=target.host, **options)
