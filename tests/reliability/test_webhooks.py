@@ -25,51 +25,18 @@ from orgs.services import membership_set
 from sandboxes.models import SetupRun
 from tests.conftest import requires_postgres
 from tests.processes import qcluster_command
-from tests.webhooks.receiver import HANG, Receiver
+from tests.reliability.test_worker_death import SCHEDULER_PERIOD, wait_for
+from tests.webhooks.receiver import HANG
 from webhooks.delivery import CLAIM_MARGIN
 from webhooks.models import DeliveryAttempt, Event
-from webhooks.services import endpoint_create
 
 pytestmark = [requires_postgres, pytest.mark.postgres, pytest.mark.reliability]
 
 SCHEDULES = importlib.import_module("webhooks.migrations.0002_schedule_delivery_sweep_and_expiry_warnings")
-SCHEDULER_PERIOD = 30  # django-q2's cluster runs its scheduler every 30 s (django_q/cluster.py, guard)
 WEBHOOK_TIMEOUT = 2
 WEBHOOK_ENVIRONMENT = {"WEBHOOK_ALLOW_HTTP": "1", "WEBHOOK_ALLOW_PRIVATE": "1",
                        "WEBHOOK_TIMEOUT": str(WEBHOOK_TIMEOUT)}
 SETUPS = 200
-
-
-@pytest.fixture
-def receiver():
-    started = Receiver().start()
-    yield started
-    started.stop()
-
-
-@pytest.fixture
-def make_endpoint(settings, receiver):
-    """An endpoint at the receiver (plain http to 127.0.0.1, allowed here as in the service's environment)."""
-    settings.WEBHOOK_ALLOW_HTTP = settings.WEBHOOK_ALLOW_PRIVATE = True
-
-    def make(**owner_and_types):
-        endpoint = endpoint_create(url=receiver.url, actor=Actor.command("tests"), **owner_and_types)
-        receiver.secret = endpoint.secret
-        return endpoint
-
-    return make
-
-
-def wait_for(service, what: str, timeout: float, check):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        service.check_running()
-        last = check()
-        if last:
-            return last
-        time.sleep(0.3)
-    pytest.fail(service.report(f"{what} did not happen within {timeout:.0f} s; last seen: {last}"))
 
 
 def test_an_event_whose_worker_is_killed_before_delivering_is_delivered_after_restart(

@@ -1,43 +1,11 @@
 """Fixtures of the webhook tests: a receiver on 127.0.0.1 and an endpoint pointing at it."""
 
-from datetime import timedelta
-
 import pytest
 
-from accounts.audit import Actor
 from tests.reliability.conftest import start_service  # noqa: F401 (the service for real, for test_worker_delivery)
-from tests.webhooks.receiver import Receiver
+from tests.webhooks.receiver import Receiver, local_webhooks, make_endpoint, receiver  # noqa: F401 (fixtures)
 from webhooks.models import Event
-from webhooks.services import endpoint_create
 from webhooks.tasks import deliver_event
-
-
-@pytest.fixture
-def local_webhooks(settings):
-    """Plain http to 127.0.0.1, as the test receiver needs; production refuses both."""
-    settings.WEBHOOK_ALLOW_HTTP = True
-    settings.WEBHOOK_ALLOW_PRIVATE = True
-    settings.WEBHOOK_TIMEOUT = 2
-    settings.WEBHOOK_RETRY_SCHEDULE = [timedelta(seconds=0.2)] * 2
-    return settings
-
-
-@pytest.fixture
-def receiver():
-    started = Receiver().start()
-    yield started
-    started.stop()
-
-
-@pytest.fixture
-def make_endpoint(local_webhooks, receiver):
-    def make(*, account=None, organization=None, event_types=(), url=None):
-        endpoint = endpoint_create(url=url or receiver.url, account=account, organization=organization,
-                                   event_types=event_types, actor=Actor.command("tests"))
-        receiver.secret = endpoint.secret
-        return endpoint
-
-    return make
 
 
 @pytest.fixture

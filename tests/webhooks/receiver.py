@@ -4,15 +4,23 @@ It answers each POST with the next of a script of answers (a status code, or
 HANG to keep the request open without answering), then 200 once the script
 is used up. Each delivery is kept with its headers, body, the time it came
 and whether its signature verified.
+
+The fixtures at the end (imported by the conftests of tests/webhooks and
+tests/reliability) start one and register endpoints at it.
 """
 
 import json
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from accounts.audit import Actor
+from webhooks.services import endpoint_create
 
 HANG = "hang"
 
@@ -99,3 +107,37 @@ class Receiver:
                     return list(self.deliveries)
             time.sleep(0.02)
         raise AssertionError(f"expected {count} deliveries within {timeout} s, got {len(self.deliveries)}")
+
+
+# --- fixtures ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def local_webhooks(settings):
+    """Plain http to 127.0.0.1, as the test receiver needs (production refuses both); quick retries."""
+    settings.WEBHOOK_ALLOW_HTTP = True
+    settings.WEBHOOK_ALLOW_PRIVATE = True
+    settings.WEBHOOK_TIMEOUT = 2
+    settings.WEBHOOK_RETRY_SCHEDULE = [timedelta(seconds=0.2)] * 2
+    return settings
+
+
+@pytest.fixture
+def receiver():
+    started = Receiver().start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def make_endpoint(local_webhooks, receiver):
+    """make_endpoint(account=… or organization=…, event_types=()) -> an endpoint at the receiver, which
+    verifies with its secret."""
+
+    def make(*, account=None, organization=None, event_types=(), url=None):
+        endpoint = endpoint_create(url=url or receiver.url, account=account, organization=organization,
+                                   event_types=event_types, actor=Actor.command("tests"))
+        receiver.secret = endpoint.secret
+        return endpoint
+
+    return make
