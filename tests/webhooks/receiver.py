@@ -17,7 +17,7 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+from standardwebhooks.webhooks import Webhook
 
 from accounts.audit import Actor
 from webhooks.services import endpoint_create
@@ -70,7 +70,7 @@ class Receiver:
                 verified, error = True, ""
                 try:
                     Webhook(receiver.secret).verify(body, headers)
-                except (WebhookVerificationError, ValueError, KeyError) as exc:
+                except Exception as exc:  # noqa: BLE001 (any failure to verify is recorded, not raised)
                     verified, error = False, repr(exc)
                 with receiver.lock:
                     receiver.deliveries.append(Delivery(self.path, headers, body, time.monotonic(), verified,
