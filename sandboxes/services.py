@@ -126,6 +126,7 @@ def _fail_stale_run(run: SetupRun, *, backend, git_host) -> bool:
                 run_id=run.pk,
                 detail=error,
             )
+            webhook_runs_ended(runs=[SetupRun.objects.get(pk=run.pk)])
     return bool(failed)
 
 

@@ -15,6 +15,7 @@ from django.utils import timezone
 from accounts.audit import Actor
 from sandboxes.models import SetupRun, Snapshot
 from sandboxes.services import setup_runs_cancel_queued
+from sandboxes.tasks import fail_stale_runs
 from tests.sandboxes.seeded_sandboxes import EXPIRED, FRESH, seed_sandbox
 from webhooks.models import Event
 from webhooks.services import webhook_snapshots_expiring_record
@@ -208,3 +209,15 @@ def test_recorded_events_are_delivered_to_the_receiver_verified(people, api, run
     deliver_pending()
     assert [(d.verified, d.event["type"]) for d in receiver.deliveries] == [
         (True, "run.completed"), (True, "sandbox.deleted")]
+
+
+def test_a_run_failed_by_the_stale_run_sweep_records_run_failed(people, make_endpoint):
+    from tests.sandboxes.test_pipeline import make_dead_run, stale_start
+
+    make_endpoint(account=people.alice.account)
+    run = make_dead_run(people.alice.account, started_at=stale_start())
+    assert fail_stale_runs() == 1
+    [(event_type, body)] = recorded()
+    assert event_type == "run.failed"
+    assert body["data"]["run"]["id"] == run.pk and body["data"]["run"]["status"] == "FAILED"
+    assert body["data"]["run"]["error"].startswith("The worker running this setup stopped")
