@@ -162,8 +162,11 @@ def events_deliver_after_commit(event_ids: list[str], *, here: bool) -> None:
     """Once the events' transaction has committed: queue their delivery, or (`here`, in a worker) try each
     once at once and queue those still pending (their retries, by the schedule)."""
     if here:
-        event_ids = [event_id for event_id in event_ids
-                     if not event_deliver(event_id=event_id, wait_for_retries=False)]
+        try:
+            event_ids = [event_id for event_id in event_ids
+                         if not event_deliver(event_id=event_id, wait_for_retries=False)]
+        except Exception:  # the run has ended and committed; its events go to the queue as any others
+            logger.exception("Could not deliver webhook events %s at once; queueing them", event_ids)
     delivery_enqueue(event_ids)
 
 
@@ -173,7 +176,7 @@ def events_redeliver(*, events) -> int:
     count = Event.objects.filter(pk__in=ids).update(
         state=Event.State.PENDING, next_attempt_at=timezone.now(), claimed_until=None
     )
-    transaction.on_commit(lambda: delivery_enqueue(ids))
+    transaction.on_commit(lambda: delivery_enqueue(ids), robust=True)
     return count
 
 

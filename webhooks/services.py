@@ -152,7 +152,9 @@ class EventOutbox:
         if not self.events:
             return []
         Event.objects.bulk_create(self.events, ignore_conflicts=ignore_conflicts)
-        transaction.on_commit(partial(_deliver_after_commit, [event.pk for event in self.events], here=deliver_here))
+        # robust: a failure here is logged and never undoes or fails the change, which has committed.
+        transaction.on_commit(partial(_deliver_after_commit, [event.pk for event in self.events], here=deliver_here),
+                              robust=True)
         return self.events
 
 
