@@ -142,12 +142,12 @@ class LocalGitHost:
         except FileNotFoundError:
             return False
         except OSError as exc:
-            raise GitHostError(f"Could not delete repository {name}: {os_reason(exc)}", detail=str(exc)) from None
+            raise GitHostError(f"Could not delete repository {repository.name}: {os_reason(exc)}", detail=str(exc)) from None
         try:
             shutil.rmtree(doomed)
         except OSError as exc:
             doomed.rename(path)  # back where it was, for a repeat to find
-            raise GitHostError(f"Could not delete repository {name}: {os_reason(exc)}", detail=str(exc)) from None
+            raise GitHostError(f"Could not delete repository {repository.name}: {os_reason(exc)}", detail=str(exc)) from None
         return True
 
     def push_target(self, *, repository: Repository) -> PushTarget:
