@@ -8,9 +8,12 @@ raises these errors, never the types of the library it wraps.
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from django.utils.text import slugify
+
+if TYPE_CHECKING:
+    from sandboxes.providers.snapshot_store import StoredSnapshot
 
 REPOSITORY_SLUG_LENGTH = 50
 # Retries of calls to a remote git host, API and git alike: the n-th retry
@@ -226,7 +229,10 @@ class SandboxBackend(Protocol):
     def snapshot_exists(self, snapshot_id: str) -> bool: ...
 
     def list_snapshots(self) -> list[str]:
-        """The ids of every snapshot the backend holds (reconcile compares them with the rows)."""
+        """The ids of every snapshot of this deployment the backend holds."""
+
+    def stored_snapshots(self) -> list["StoredSnapshot"]:
+        """Everything its snapshot store holds, with whose mark each carries (reconcile compares them with the rows)."""
 
     def delete_snapshot(self, snapshot_id: str) -> bool:
         """Delete a snapshot; False when it was already gone."""
