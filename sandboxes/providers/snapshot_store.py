@@ -270,7 +270,7 @@ class S3SnapshotStore:
         self.prefix = settings.prefix
         self.deployment_id = deployment_id
         self.client = boto3.session.Session().client("s3", config=Config(
-            retries={"mode": "standard", "max_attempts": settings.max_attempts},
+            retries={"mode": "standard", "total_max_attempts": settings.max_attempts},
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
             # Checksums only where an operation needs one or we ask (SHA-256 on
