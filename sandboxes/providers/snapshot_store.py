@@ -23,6 +23,7 @@ times: https://boto3.amazonaws.com/v1/documentation/api/latest/guide/retries.htm
 """
 
 import contextlib
+import functools
 import hashlib
 import os
 import re
@@ -249,6 +250,32 @@ class S3Settings:
     max_concurrency: int = 8
 
 
+def _aws_environment() -> tuple[tuple[str, str], ...]:
+    """The AWS_* variables boto3 reads: a client made under other ones is another client."""
+    return tuple(sorted((name, value) for name, value in os.environ.items() if name.startswith("AWS_")))
+
+
+@functools.lru_cache(maxsize=8)
+def _s3_client(settings: S3Settings, environment: tuple[tuple[str, str], ...]):
+    """One boto3 client per process and configuration (clients are thread-safe; making one takes ~0.1 s).
+
+    `environment` is part of the cache key only: boto3 reads the variables itself.
+    """
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session().client("s3", config=Config(
+        retries={"mode": "standard", "total_max_attempts": settings.max_attempts},
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        max_pool_connections=max(10, 2 * settings.max_concurrency),
+        # Checksums only where an operation needs one or we ask (SHA-256 on
+        # upload): not every S3-compatible store accepts CRC32 trailers.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    ))
+
+
 class S3SnapshotStore:
     """Snapshots as objects of one bucket, through boto3.
 
@@ -261,23 +288,13 @@ class S3SnapshotStore:
     name = "s3"
 
     def __init__(self, *, settings: S3Settings, deployment_id: str):
-        import boto3
         from boto3.s3.transfer import TransferConfig
-        from botocore.config import Config
 
         self.settings = settings
         self.bucket = settings.bucket
         self.prefix = settings.prefix
         self.deployment_id = deployment_id
-        self.client = boto3.session.Session().client("s3", config=Config(
-            retries={"mode": "standard", "total_max_attempts": settings.max_attempts},
-            connect_timeout=settings.connect_timeout,
-            read_timeout=settings.read_timeout,
-            # Checksums only where an operation needs one or we ask (SHA-256 on
-            # upload): not every S3-compatible store accepts CRC32 trailers.
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        ))
+        self.client = _s3_client(settings, _aws_environment())
         self.transfer = TransferConfig(
             multipart_threshold=settings.multipart_threshold,
             multipart_chunksize=settings.multipart_chunksize,

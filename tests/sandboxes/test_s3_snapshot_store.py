@@ -256,7 +256,7 @@ def test_the_listing_follows_continuation_tokens_and_names_each_objects_mark(s3_
     keys = ([store.key(snapshot_id) for snapshot_id in ours]
             + [f"sandboxes/staging/{snapshot_id}.tar.gz" for snapshot_id in theirs]
             + ["sandboxes/README.txt", "sandboxes/test-deployment/notes.txt"])
-    with ThreadPoolExecutor(16) as pool:
+    with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda key: client.put_object(Bucket=store.bucket, Key=key, Body=b"x"), keys))
     client.put_object(Bucket=store.bucket, Key="outside-the-prefix/snap_1.tar.gz", Body=b"x")
 

@@ -1,0 +1,106 @@
+"""Delete, cleanup and reconcile with the S3 snapshot store, from a host that did not take the snapshots.
+
+Each test takes its snapshots with one SANDBOX_ROOT (the worker's disk), then
+moves SANDBOX_ROOT elsewhere (another host: nothing of the first disk is
+seen) and acts from there. moto's S3 server on 127.0.0.1 is the store.
+"""
+
+import io
+import json
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+
+from sandboxes.models import Snapshot
+from sandboxes.providers import get_snapshot_store
+from tests.sandboxes.seeded_sandboxes import seed_accounts, seed_sandbox
+
+pytestmark = pytest.mark.django_db
+
+
+def keys_in(s3_server, bucket: str) -> set[str]:
+    client = s3_server.client()
+    keys = set()
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        keys |= {item["Key"] for item in page.get("Contents", [])}
+    return keys
+
+
+def move_to_another_host(settings, tmp_path):
+    settings.SANDBOX_ROOT = tmp_path / "another-host"
+
+
+def command(name: str, *args) -> dict:
+    out = io.StringIO()
+    call_command(name, *args, "--format", "json", stdout=out, stderr=io.StringIO())
+    return json.loads(out.getvalue())
+
+
+def test_delete_through_the_api_removes_the_object_another_host_wrote(
+    s3_store, s3_server, people, api, run_queued_setups, tmp_path
+):
+    api.setup(people.alice.key)
+    [run] = run_queued_setups()
+    key = get_snapshot_store().key(run.output["snapshot_id"])
+    assert keys_in(s3_server, s3_store.SNAPSHOT_S3["bucket"]) == {key}
+    # The worker's scratch space went with the run: the snapshot is only in the store.
+    assert list((s3_store.SANDBOX_ROOT / "sandboxes").iterdir()) == []
+    move_to_another_host(s3_store, tmp_path)
+
+    answer = api.delete(people.alice.key)
+
+    assert answer.status_code == 200, answer.content
+    assert answer.json()["deleted_snapshot"]["snapshot_id"] == run.output["snapshot_id"]
+    assert keys_in(s3_server, s3_store.SNAPSHOT_S3["bucket"]) == set()
+    assert not Snapshot.objects.exists()
+
+
+def test_cleanup_from_another_host_removes_the_expired_sandboxes_objects(s3_store, s3_server, people, tmp_path):
+    expired = seed_accounts(3, prefix="expired")
+    fresh = seed_sandbox(people.alice.account, expires_in=timedelta(days=3))
+    move_to_another_host(s3_store, tmp_path)
+
+    report = command("cleanup_sandboxes", "--expired", "--yes")
+
+    assert report["deleted"] == 3, report
+    store = get_snapshot_store()
+    assert keys_in(s3_server, s3_store.SNAPSHOT_S3["bucket"]) == {store.key(fresh.snapshot_id)}
+    assert not Snapshot.objects.filter(pk__in=[snapshot.pk for snapshot in expired]).exists()
+
+
+def test_reconcile_lists_thousands_of_objects_and_fixes_only_this_deployments(s3_store, s3_server, people, tmp_path):
+    healthy = seed_sandbox(people.carol.account)
+    dangling = seed_sandbox(people.bob.account)
+    store = get_snapshot_store()
+    bucket = s3_store.SNAPSHOT_S3["bucket"]
+    client = s3_server.client()
+    client.delete_object(Bucket=bucket, Key=store.key(dangling.snapshot_id))
+    orphans = [store.key(f"snap_{index:024x}") for index in range(1050)]
+    others = [f"sandboxes/staging/snap_{index:024x}.tar.gz" for index in range(20)]
+    unmarked = ["sandboxes/snap_0123456789abcdef01234567.tar.gz", "sandboxes/notes.txt"]
+    outside = ["elsewhere/test-deployment/snap_0123456789abcdef01234567.tar.gz"]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda key: client.put_object(Bucket=bucket, Key=key, Body=b"x"),
+                      orphans + others + unmarked + outside))
+    move_to_another_host(s3_store, tmp_path)
+
+    report = command("reconcile_sandboxes", "--fix")
+
+    found = report["found"]
+    assert (found["orphan_snapshot"], found["not_ours_snapshot"], found["missing_snapshot"]) == (1050, 22, 1), found
+    assert report["failed"] == 0, [f for f in report["findings"] if f["error"]]
+    assert report["fixed"] == 1051
+    left_alone = {f["subject"]: f["reason"] for f in report["findings"] if f["kind"] == "not_ours_snapshot"}
+    assert left_alone["notes.txt"] == "no row points at it; it carries no deployment's mark, so it is never deleted"
+    assert left_alone["snap_00000000000000000000000a"].endswith(
+        "it carries the mark of deployment 'staging', not this one's, so it is never deleted"
+    )
+    assert keys_in(s3_server, bucket) == {store.key(healthy.snapshot_id), *others, *unmarked, *outside}
+    assert not Snapshot.objects.filter(pk=dangling.pk).exists()
+
+    again = command("reconcile_sandboxes", "--fix")
+
+    assert (again["found"]["orphan_snapshot"], again["found"]["not_ours_snapshot"]) == (0, 22)
+    assert keys_in(s3_server, bucket) == {store.key(healthy.snapshot_id), *others, *unmarked, *outside}
