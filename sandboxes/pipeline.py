@@ -45,6 +45,7 @@ from sandboxes.providers.base import (
     SandboxBackend,
     SandboxBackendError,
     git_failure_is_transient,
+    git_failure_summary,
     repository_name_for,
     repository_name_from_url,
 )
@@ -173,7 +174,11 @@ def _remote_git(context: SetupContext, argv: list[str], env) -> CommandResult:
         try:
             return context.backend.run(context.run.sandbox_id, argv, env=env)
         except SandboxBackendError as exc:
-            if attempt == retries or not git_failure_is_transient(str(exc), just_created=context.repository_created):
+            output = f"{exc}\n{exc.detail}"  # git's stderr is in the detail, never in the run's error
+            if attempt == retries or not git_failure_is_transient(output, just_created=context.repository_created):
+                summary = git_failure_summary(output)
+                if summary:
+                    raise SandboxBackendError(f"{exc}: {summary}", detail=exc.detail) from None
                 raise
             logger.warning("Setup run %s: `git %s` failed (%s); trying again", context.run.pk, argv[1], exc)
             time.sleep(RETRY_BACKOFF_SECONDS * 2**attempt)

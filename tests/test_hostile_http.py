@@ -36,12 +36,13 @@ import json
 from accounts.audit import Actor
 from accounts.services import account_create, api_key_create
 from orgs.services import membership_set, organization_create
-acme = organization_create(name="Acme")
+tests = Actor.command("tests")
+acme = organization_create(name="Acme", actor=tests)
 people = {}
 for name, role in (("alice", "owner"), ("bob", "member")):
     account = account_create(name=name.title(), email=f"{name}@example.com")
-    membership_set(organization=acme, account=account, role=role)
-    people[name] = {"id": str(account.pk), "key": api_key_create(actor=Actor.command("tests"), account=account)[1]}
+    membership_set(organization=acme, account=account, role=role, actor=tests)
+    people[name] = {"id": str(account.pk), "key": api_key_create(actor=tests, account=account)[1]}
 print(json.dumps(people))
 """
 

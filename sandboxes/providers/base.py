@@ -167,6 +167,17 @@ def git_failure_is_transient(message: str, *, just_created: bool = False) -> boo
     return bool(_TRANSIENT_GIT_FAILURE.search(message))
 
 
+def git_failure_summary(output: str) -> str:
+    """What a failed remote git command met, in the service's words; git's own text stays in the log."""
+    if _GIT_REFUSED.search(output):
+        return "the git host refused the credentials"
+    if _GIT_NOT_FOUND.search(output):
+        return "the repository was not found on the git host"
+    if _TRANSIENT_GIT_FAILURE.search(output):
+        return "the git host did not answer or failed"
+    return ""
+
+
 def repository_name_for(*, account_name: str, account_id) -> str:
     """`<slug of the account name>-<account id>`: the id makes it the account's alone."""
     slug = slugify(account_name)[:REPOSITORY_SLUG_LENGTH].strip("-") or "sandbox"
