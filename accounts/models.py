@@ -68,6 +68,7 @@ class AuditEvent(models.Model):
         SANDBOX_REVOKED = "sandbox.revoked", "Sandbox revoked by staff"
         # A delete or revoke that found no snapshot row and no repository: nothing was deleted.
         NOTHING_TO_DELETE = "sandbox.nothing_to_delete", "Delete found no sandbox"
+        SANDBOX_RENEWED = "sandbox.renewed", "Sandbox renewed"
         KEY_CREATED = "key.created", "API key created"
         KEY_REVOKED = "key.revoked", "API key revoked"
         RUN_COMPLETED = "run.completed", "Setup run completed"

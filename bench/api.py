@@ -15,16 +15,21 @@ A second process drives it for a fixed time per endpoint, the keys taken in
 turn: wrk (Debian's package) when installed, else a Python load generator.
 It measures GET /api/ping (authenticates the key, does nothing else) before
 and after the others, and prints for POST /api/sandboxes/setup,
-DELETE /api/sandboxes and GET /api/tasks/runs: requests per second and
-p50/p99 latency, and their ratios to ping's (the mean of its two runs).
+GET /api/sandboxes, GET /api/sandboxes/file, DELETE /api/sandboxes and
+GET /api/tasks/runs: requests per second and p50/p99 latency, and their
+ratios to ping's (the mean of its two runs). Every account has a snapshot
+with a 50-entry file tree (a real archive of the local backend, one made and
+linked under each account's snapshot id) until the delete run removes them.
 Targets: setup's throughput at least 0.5 of ping's, its p99 at most 3 times
-ping's. On Linux it also prints the CPU each request cost gunicorn, PostgreSQL
+ping's; GET /api/sandboxes's throughput at least 0.6 of ping's. On Linux it also prints the CPU each request cost gunicorn, PostgreSQL
 and Redis, read from /proc around each run (bench/cpu.py).
 
 Then, in this process, Django's query capture counts the queries of one
 request per endpoint (after a first request, which also records when the key
 was last used) and the calls to the git host. Targets: setup at most 5,
-delete at most 6 plus the git host's calls, runs at most 3.
+delete at most 6 plus the git host's calls, runs at most 3, the sandbox's
+state at most 3, a file read at most 3 plus the backend's read, a renewal
+at most 4.
 
 Figures, not assertions: bench/README.md has the last ones measured.
 """
@@ -32,6 +37,7 @@ Figures, not assertions: bench/README.md has the last ones measured.
 import argparse
 import json
 import multiprocessing
+import os
 import re
 import shutil
 import subprocess
@@ -43,15 +49,22 @@ from pathlib import Path
 from cpu import CpuMeter, cpu_per_request
 from service import BenchService, percentile, seed_accounts
 
+READ_PATH = "module-0/file-0.py"
 ENDPOINTS = {
     "ping": ("GET", "/api/ping", ""),
     "setup": ("POST", "/api/sandboxes/setup", "{}"),
+    "sandbox": ("GET", "/api/sandboxes", ""),
+    "file": ("GET", f"/api/sandboxes/file?path={READ_PATH}", ""),
     "delete": ("DELETE", "/api/sandboxes", "{}"),
     "runs": ("GET", "/api/tasks/runs", ""),
 }
 LABELS = {"ping": "GET /api/ping (bare)", "setup": "POST /api/sandboxes/setup", "delete": "DELETE /api/sandboxes",
-          "runs": "GET /api/tasks/runs"}
-QUERY_TARGETS = {"setup": 5, "delete": 6, "runs": 3, "ping": 1}
+          "runs": "GET /api/tasks/runs", "sandbox": "GET /api/sandboxes", "file": "GET /api/sandboxes/file"}
+MEASURED = ("ping", "setup", "sandbox", "file", "delete", "runs", "ping (after)")
+QUERY_TARGETS = {"setup": 5, "delete": 6, "runs": 3, "ping": 1, "sandbox": 3, "file": 3, "renew": 4}
+# A sandbox of 50 entries: 10 folders of 4 files each.
+FILE_TREE = {f"module-{folder}/file-{number}.py": f"# module {folder}, file {number}\n".encode() * 20
+             for folder in range(10) for number in range(4)}
 # Django's query capture records these too (since Django 4.2); each is a round trip to the database.
 TRANSACTION_CONTROL = {"BEGIN", "COMMIT", "ROLLBACK"}
 
@@ -71,6 +84,8 @@ def parse_arguments(argv=None):
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--keep-database", action="store_true")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    parser.add_argument("--only", default="", help="measure only these endpoints (comma separated, e.g. sandbox,file) "
+                        f"between the two runs of ping; of {', '.join(name for name in ENDPOINTS if name != 'ping')}")
     return parser.parse_args(argv)
 
 
@@ -173,6 +188,35 @@ def run_python(base_url: str, endpoint: str, keys: list[str], seconds: int, conn
             "p99_ms": percentile(latencies, 0.99), "errors": sum(errors for _, errors in results)}
 
 
+# --- snapshots ----------------------------------------------------------------------
+
+
+def seed_snapshots(accounts) -> None:
+    """A snapshot with FILE_TREE for each account: one archive made by the backend, hard-linked per account."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from sandboxes.models import Snapshot
+    from sandboxes.providers import get_sandbox_backend
+
+    backend = get_sandbox_backend()
+    sandbox_id = backend.create()
+    backend.write_files(sandbox_id, FILE_TREE)
+    made = backend.snapshot(sandbox_id)
+    backend.stop(sandbox_id)
+    assert len(made.files) == 50, len(made.files)
+    folder = backend.root / "snapshots"
+    rows = []
+    for account in accounts:
+        snapshot_id = f"snap_{account.pk.hex}"
+        for suffix in (".tar.gz", ".sha256"):
+            os.link(folder / f"{made.snapshot_id}{suffix}", folder / f"{snapshot_id}{suffix}")
+        rows.append(Snapshot(account=account, snapshot_id=snapshot_id, expires_at=timezone.now() + timedelta(days=7),
+                             filetree=[entry.as_json() for entry in made.files]))
+    Snapshot.objects.bulk_create(rows)
+
+
 # --- queries per request ----------------------------------------------------------
 
 
@@ -230,12 +274,16 @@ def queries_per_request(keys: list[str], accounts) -> dict:
     measure("setup", "post", "/api/sandboxes/setup", key, "{}")  # a new run, queued on Redis
     measure("setup (run already queued)", "post", "/api/sandboxes/setup", key, "{}")
     measure("runs", "get", "/api/tasks/runs", key)
-    # A sandbox to delete: its repository on the git host and its Snapshot row (and the queued run).
+    # A sandbox to look at, read, renew and delete: its repository on the git host, its snapshot (and the queued run).
     repository = get_git_host().ensure_repository(
         name=repository_name_for(account_name=account.name, account_id=account.pk), description="bench"
     ).repository
-    Snapshot.objects.create(account=account, snapshot_id="snap_bench", github_repo=repository.html_url,
-                            expires_at=timezone.now() + timedelta(days=7))
+    seed_snapshots([account])
+    Snapshot.objects.filter(account=account).update(github_repo=repository.html_url,
+                                                    expires_at=timezone.now() + timedelta(days=7))
+    measure("sandbox", "get", "/api/sandboxes", key)
+    measure("file", "get", ENDPOINTS["file"][1], key)
+    measure("renew", "patch", "/api/sandboxes", key, "{}")
     measure("delete", "delete", "/api/sandboxes", key, "{}")
     measure("delete (nothing left)", "delete", "/api/sandboxes", key, "{}")
     assert not Snapshot.objects.filter(account=account).exists()
@@ -254,17 +302,24 @@ def print_report(figures: dict, counts: dict, arguments, tool: str):
           "PostgreSQL, Redis broker and cache")
     print(f"{'endpoint':32} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}   "
           f"{'req/s vs ping':>13} {'p99 vs ping':>11}")
-    for name in ("ping", "setup", "delete", "runs", "ping (after)"):
+    for name in MEASURED:
+        if name not in figures:
+            continue
         row = figures[name]
         label = LABELS.get(name, "GET /api/ping (bare, again)")
         ratios = ""
-        if name in ("setup", "delete", "runs"):
+        if not name.startswith("ping"):
             ratios = f"{row['rps'] / ping['rps']:>13.2f} {row['p99_ms'] / ping['p99_ms']:>11.2f}"
         print(f"{label:32} {row['rps']:>8.0f} {row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} {row['errors']:>7}"
               f"   {ratios}")
-    setup_rps, setup_p99 = figures["setup"]["rps"] / ping["rps"], figures["setup"]["p99_ms"] / ping["p99_ms"]
-    print(f"setup targets: throughput >= 0.5 x ping: {setup_rps:.2f} ({'met' if setup_rps >= 0.5 else 'MISSED'}); "
-          f"p99 <= 3 x ping: {setup_p99:.2f} ({'met' if setup_p99 <= 3 else 'MISSED'})")
+    if "setup" in figures:
+        setup_rps, setup_p99 = figures["setup"]["rps"] / ping["rps"], figures["setup"]["p99_ms"] / ping["p99_ms"]
+        print(f"setup targets: throughput >= 0.5 x ping: {setup_rps:.2f} ({'met' if setup_rps >= 0.5 else 'MISSED'}); "
+              f"p99 <= 3 x ping: {setup_p99:.2f} ({'met' if setup_p99 <= 3 else 'MISSED'})")
+    if "sandbox" in figures:
+        state_rps = figures["sandbox"]["rps"] / ping["rps"]
+        print(f"GET /api/sandboxes target (a 50-entry file tree): throughput >= 0.6 x ping: {state_rps:.2f} "
+              f"({'met' if state_rps >= 0.6 else 'MISSED'})")
     print()
     print("Queries per request (Django's query capture, one request after the key's first use;")
     print("the target is checked on all of them, and on those that are not BEGIN/COMMIT/ROLLBACK):")
@@ -302,7 +357,8 @@ def main(argv=None):
     load = run_wrk if tool == "wrk" else run_python
     rate = "1000000/min"  # the throttle runs on every request and never refuses
     service = BenchService(database_url=arguments.database_url, redis_url=arguments.redis_url,
-                           keep_database=arguments.keep_database, THROTTLE_SETUP_RATE=rate, THROTTLE_DELETE_RATE=rate)
+                           keep_database=arguments.keep_database, THROTTLE_SETUP_RATE=rate, THROTTLE_DELETE_RATE=rate,
+                           THROTTLE_RENEW_RATE=rate)
     folder = Path(tempfile.mkdtemp(prefix="bench-api-"))
     try:
         print(f"database {service.database_name}: creating and migrating", file=sys.stderr)
@@ -311,11 +367,18 @@ def main(argv=None):
         seeded = seed_accounts(arguments.accounts + 1, prefix="bench")
         accounts, keys = [account for account, _ in seeded], [key for _, key in seeded]
         load_keys = keys[:-1]  # the last one is kept for the query count
+        seed_snapshots(accounts[:-1])
         service.start_web(workers=arguments.workers, threads=arguments.threads)
         meter = CpuMeter(gunicorn_pid=service.processes["gunicorn"].pid)
         figures, cpu = {}, {}
-        for name in ("ping", "setup", "delete", "runs", "ping (after)"):
+        only = {name.strip() for name in arguments.only.split(",") if name.strip()}
+        unknown = only - set(ENDPOINTS)
+        if unknown:
+            raise SystemExit(f"--only: no endpoint {', '.join(sorted(unknown))}")
+        for name in MEASURED:
             endpoint = name.split(" ")[0]
+            if only and endpoint != "ping" and endpoint not in only:
+                continue
             print(f"{name}: {arguments.warmup} s warm-up, {arguments.duration} s measured", file=sys.stderr)
             if arguments.warmup:
                 load(service.base_url, endpoint, load_keys, arguments.warmup, arguments.connections, folder)

@@ -146,6 +146,8 @@ SANDBOX_DEPLOYMENT_ID = env.deployment_id(
 )
 SNAPSHOT_S3 = env.snapshot_s3_settings() if SNAPSHOT_STORE == "s3" else None
 SNAPSHOT_TTL = env.duration("SNAPSHOT_TTL", "7d")
+# GET /api/sandboxes/file answers 413 for a larger file.
+SANDBOX_FILE_MAX_BYTES = env.integer("SANDBOX_FILE_MAX_BYTES", 1024 * 1024, minimum=1)
 if not SANDBOX_TEMPLATE_DIR.is_dir():
     env.stop(f"SANDBOX_TEMPLATE_DIR {SANDBOX_TEMPLATE_DIR} is not a folder")
 
@@ -214,6 +216,7 @@ REST_FRAMEWORK = {
 API_THROTTLE_RATES = {
     "setup": env.rate("THROTTLE_SETUP_RATE", "30/min"),
     "delete": env.rate("THROTTLE_DELETE_RATE", "30/min"),
+    "renew": env.rate("THROTTLE_RENEW_RATE", "30/min"),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Sandbox API",
@@ -238,8 +241,8 @@ SPECTACULAR_SETTINGS = {
 CORS_URLS_REGEX = r"^/api/.*$"
 CORS_ALLOWED_ORIGINS = env.words("CORS_ALLOWED_ORIGINS")
 CORS_ALLOW_ALL_ORIGINS = not CORS_ALLOWED_ORIGINS
-CORS_ALLOW_HEADERS = ("accept", "authorization", "content-type", "x-api-key", "x-request-id")
-CORS_EXPOSE_HEADERS = ("x-request-id", "retry-after")
+CORS_ALLOW_HEADERS = ("accept", "authorization", "content-type", "x-api-key", "x-request-id", "idempotency-key")
+CORS_EXPOSE_HEADERS = ("x-request-id", "retry-after", "idempotent-replayed")
 
 LOG_LEVEL = env.choice("LOG_LEVEL", "info", logs.LEVELS).upper()
 LOG_FORMAT = env.choice("LOG_FORMAT", "plain", logs.FORMATS)

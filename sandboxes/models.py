@@ -3,6 +3,7 @@
 import secrets
 from contextlib import nullcontext
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connections, models, router, transaction
 from django.db.models import Q, sql
 from django.utils import timezone
@@ -31,6 +32,41 @@ class SnapshotManager(models.Manager):
                          using=connection.alias)
         return {snapshot.pk: snapshot for snapshot in found}
 
+    def renew(self, *, account_id, expires_at, event: models.Model) -> "Snapshot | None":
+        """Move the account's snapshot's expiry to `expires_at`; the renewed row, or None without one.
+
+        `event`, the request's unsaved audit event, is saved in the same
+        transaction when a row was renewed. On PostgreSQL one statement does
+        both (an UPDATE … RETURNING and the event's INSERT in a WITH).
+        """
+        connection = connections[router.db_for_write(self.model)]
+        now = timezone.now()
+        if connection.vendor != "postgresql":
+            with transaction.atomic(using=connection.alias):
+                if not self.filter(account_id=account_id).update(expires_at=expires_at, updated_at=now):
+                    return None
+                event.save(force_insert=True, using=connection.alias)
+                return self.get(account_id=account_id)
+        quote = connection.ops.quote_name
+        meta = self.model._meta
+        columns = [field.column for field in meta.concrete_fields]
+        event_columns, event_values = _insert_columns_and_values(event, connection)
+        sql = f"""
+            WITH renewed AS (
+                UPDATE {quote(meta.db_table)} SET {quote("expires_at")} = %s, {quote("updated_at")} = %s
+                WHERE {quote("account_id")} = %s
+                RETURNING {", ".join(quote(column) for column in columns)}
+            ), recorded AS (
+                INSERT INTO {quote(event._meta.db_table)} ({event_columns})
+                SELECT {", ".join(["%s"] * len(event_values))} FROM renewed
+            )
+            SELECT * FROM renewed
+        """
+        expires_at = meta.get_field("expires_at").get_db_prep_save(expires_at, connection)
+        now = meta.get_field("updated_at").get_db_prep_save(now, connection)
+        found = list(self.raw(sql, [expires_at, now, account_id, *event_values], using=connection.alias))
+        return found[0] if found else None
+
 
 class Snapshot(models.Model):
     """The account's current snapshot; it always names a snapshot that exists in the backend."""
@@ -44,6 +80,9 @@ class Snapshot(models.Model):
     github_repo_id = models.BigIntegerField(
         null=True, blank=True, help_text="The git host's id of the repository (GitHub's, kept across renames)"
     )
+    # The snapshot's listing, recorded when it is taken, so that showing it
+    # opens no archive: [{"path", "type": "blob"|"tree", "size"}], sorted by path.
+    filetree = models.JSONField(null=True, blank=True, help_text="The snapshot's files and folders")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -244,3 +283,29 @@ class SetupRun(models.Model):
     def executing_since_before(self, moment) -> bool:
         """Executing since before `moment`: past the timeout, its worker has died."""
         return self.status == self.Status.EXECUTING and self.started_at is not None and self.started_at < moment
+
+
+class IdempotencyRecord(models.Model):
+    """The answer to a request sent with an Idempotency-Key, kept for replaying it (sandboxes/idempotency.py).
+
+    One row per API key and key string: the unique constraint decides which
+    of several concurrent requests with the same key is processed.
+    """
+
+    class State(models.TextChoices):
+        IN_FLIGHT = "in_flight", "In flight"
+        DONE = "done", "Done"
+
+    api_key = models.ForeignKey("accounts.ApiKey", on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=200, help_text="Method, path and SHA-256 of the body")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.IN_FLIGHT)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    body = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True, help_text="When the key was taken")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["api_key", "key"], name="one_idempotency_record_per_key")]
+
+    def __str__(self):
+        return f"{self.key} ({self.state})"

@@ -6,8 +6,8 @@ Steps, each recorded on the run as it starts and ends:
 2. ensure_repository  create the account's repository, or reuse it
 3. provision          write the starter layout, commit, push to the repository
                       (a repository that already has content is checked out instead)
-4. snapshot           save the sandbox as a snapshot
-5. save_snapshot      point the account's Snapshot row at it (the previous
+4. snapshot           save the sandbox as a snapshot, with its file listing
+5. save_snapshot      point the account's Snapshot row at it, listing included (the previous
                       snapshot is deleted once nothing points at it)
 6. shutdown           always, whatever happened before
 
@@ -81,6 +81,7 @@ class SetupContext:
     repository: Repository | None = None
     repository_created: bool = False
     unsaved_snapshot_id: str = ""
+    unsaved_filetree: list = field(default_factory=list)
     previous_snapshot_id: str = ""
     output: dict = field(default_factory=dict)
 
@@ -210,6 +211,7 @@ def _provision(context: SetupContext) -> str:
 def _snapshot(context: SetupContext) -> str:
     info = context.backend.snapshot(context.run.sandbox_id)
     context.unsaved_snapshot_id = info.snapshot_id
+    context.unsaved_filetree = [entry.as_json() for entry in info.files]
     return f"Snapshot {info.snapshot_id} ({info.size_bytes} bytes, sha256 {info.checksum[:12]}…)"
 
 
@@ -231,6 +233,7 @@ def _save_snapshot(context: SetupContext) -> str:
                 "expires_at": expires_at,
                 "github_repo": context.repository.html_url,
                 "github_repo_id": context.repository.id,
+                "filetree": context.unsaved_filetree,
             },
         )
     context.output = {

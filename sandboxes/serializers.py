@@ -1,5 +1,7 @@
 """Request and response shapes of the sandbox API (names match spec/contract.yaml)."""
 
+from functools import cache
+
 from rest_framework import serializers
 
 from config.api_input import QuerySerializer, StrictSerializer
@@ -36,6 +38,34 @@ class SetupSandboxRequestSerializer(AccountTargetSerializer):
 
 class DeleteSandboxRequestSerializer(AccountTargetSerializer):
     pass
+
+
+class RenewSandboxRequestSerializer(AccountTargetSerializer):
+    pass
+
+
+class SandboxQuerySerializer(QuerySerializer):
+    account_id = serializers.UUIDField(
+        required=False, help_text="UUID of the account to look at; the API key's own account when left out."
+    )
+
+
+class SandboxFileQuerySerializer(SandboxQuerySerializer):
+    path = serializers.CharField(
+        max_length=4096,
+        trim_whitespace=False,
+        help_text="The file's path in the snapshot: relative and normalized (no leading /, no . or .., no //).",
+    )
+
+    def validate_path(self, value: str) -> str:
+        if value.startswith("/"):
+            raise serializers.ValidationError("must be relative to the sandbox, not an absolute path")
+        parts = value.split("/")
+        if ".." in parts:
+            raise serializers.ValidationError("must not contain '..'")
+        if any(part in ("", ".") for part in parts):
+            raise serializers.ValidationError("must be normalized (no '.' parts, no empty parts, no trailing '/')")
+        return value
 
 
 class SetupSandboxResponseSerializer(serializers.Serializer):
@@ -128,3 +158,58 @@ class RunSerializer(serializers.ModelSerializer):
 class RunsResponseSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=["success"])
     runs = RunSerializer(many=True)
+
+
+class FileEntrySerializer(serializers.Serializer):
+    path = serializers.CharField(help_text="Relative to the sandbox, with '/' between folders.")
+    type = serializers.ChoiceField(choices=["blob", "tree"], help_text="blob: a file; tree: a folder.")
+    size = serializers.IntegerField(allow_null=True, help_text="Bytes, for blobs; null for trees.")
+
+
+class SandboxStateResponseSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["success"])
+    account_id = serializers.UUIDField()
+    state = serializers.ChoiceField(
+        choices=["none", "provisioning", "ready", "expired", "failed"],
+        help_text=(
+            "none: never set up, or deleted; provisioning: a setup run is queued or executing; ready: the "
+            "snapshot is there; expired: past expires_at, not removed yet (PATCH renews it); failed: the last "
+            "run failed and there is no snapshot."
+        ),
+    )
+    snapshot_id = serializers.CharField(allow_null=True)
+    github_repo = serializers.CharField(allow_null=True)
+    expires_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField(allow_null=True)
+    last_run = RunSerializer(allow_null=True, help_text="The account's most recent setup run, as in /api/tasks/runs.")
+    filetree = FileEntrySerializer(many=True, allow_null=True, help_text="The snapshot's files and folders.")
+
+
+class SandboxFileResponseSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["success"])
+    path = serializers.CharField()
+    size = serializers.IntegerField(help_text="Bytes.")
+    encoding = serializers.ChoiceField(
+        choices=["utf-8", "base64"], help_text="utf-8: content is the text; base64: the file is not valid UTF-8."
+    )
+    content = serializers.CharField(allow_blank=True)
+
+
+class RenewSandboxResponseSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["success"])
+    snapshot = UpdateSnapshotResponseSerializer(help_text="The snapshot record with its new expiry.")
+
+
+@cache
+def _shared(serializer_class: type[serializers.Serializer]) -> serializers.Serializer:
+    return serializer_class()
+
+
+def represent(serializer_class: type[serializers.Serializer], instance) -> dict:
+    """What `serializer_class(instance).data` answers, from one serializer per process.
+
+    Building a serializer's fields is most of its cost (a ModelSerializer reads
+    its model's fields every time); the fields keep nothing from one value to
+    the next, so one instance serves every request. For the hot read paths.
+    """
+    return _shared(serializer_class).to_representation(instance)

@@ -1,4 +1,4 @@
-"""Writes on sandboxes: start a setup run, delete sandboxes, sweep runs whose worker died.
+"""Writes on sandboxes: start a setup run, delete sandboxes, renew a snapshot, sweep runs whose worker died.
 
 Every change is recorded in the audit trail in its own transaction
 (accounts/audit.py).
@@ -50,7 +50,7 @@ class SandboxDeleteError(Exception):
 class AccountInactive(Exception):
     """The account is inactive: its keys are refused, so nobody could use its sandbox; it gets no setup.
 
-    The one rule for every way in: POST /api/sandboxes/setup and DELETE
+    The one rule for every way in: POST /api/sandboxes/setup, PATCH and DELETE
     /api/sandboxes with an account_id (403), and the admin's "Run setup again"
     (the account is skipped and named).
     """
@@ -398,3 +398,26 @@ def sandbox_delete(*, account: Account, actor: Actor) -> Snapshot | None:
     if deletion.error:
         raise SandboxDeleteError(deletion.error)
     return deletion.snapshot
+
+
+# --- renew -----------------------------------------------------------------
+
+
+def snapshot_renew(*, account: Account, actor: Actor) -> Snapshot | None:
+    """Move the account's snapshot's expiry to now + SNAPSHOT_TTL (PATCH /api/sandboxes).
+
+    An expired snapshot whose row still exists is renewed (its archive is
+    there until the row is deleted). Returns the renewed row, or None where
+    the account has no snapshot. Recorded in the audit trail in the same
+    transaction (one statement on PostgreSQL). Raises AccountInactive for an
+    inactive account: its sandbox is left to expire.
+    """
+    _refuse_inactive(account)
+    expires_at = timezone.now() + settings.SNAPSHOT_TTL
+    return Snapshot.objects.renew(
+        account_id=account.pk,
+        expires_at=expires_at,
+        event=audit_event(
+            action=Action.SANDBOX_RENEWED, actor=actor, account=account, detail=f"Expires {expires_at.isoformat()}"
+        ),
+    )

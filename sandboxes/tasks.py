@@ -3,7 +3,7 @@
 from django.conf import settings
 
 from accounts.audit import Actor
-from sandboxes import pipeline, services
+from sandboxes import idempotency, pipeline, services
 from sandboxes.cleanup import CleanupRule, sandboxes_cleanup
 from sandboxes.reconcile import sandboxes_reconcile
 
@@ -68,3 +68,8 @@ def reconcile_sandboxes() -> str:
         time_budget=settings.SETUP_RUN_TIMEOUT / 2,
     )
     return report.summary
+
+
+def purge_idempotency_records() -> str:
+    """Hourly: remove the Idempotency-Key records past their 24 hours."""
+    return f"Removed {idempotency.idempotency_records_purge()} expired idempotency key(s)"

@@ -11,6 +11,7 @@ Personas (as in healthchecks' tests):
 
 import json
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 import pytest
 from django.db import connection
@@ -117,6 +118,15 @@ class Api:
         query = "&".join(f"{name}={value}" for name, value in params.items())
         return self.call("get", f"/api/tasks/runs?{query}", key=key)
 
+    def sandbox(self, key, **params):
+        return self.call("get", "/api/sandboxes", key=key, QUERY_STRING=urlencode(params))
+
+    def read_file(self, key, **params):
+        return self.call("get", "/api/sandboxes/file", key=key, QUERY_STRING=urlencode(params))
+
+    def renew(self, key, body=None, **kw):
+        return self.call("patch", "/api/sandboxes", key=key, body=body, **kw)
+
 
 @pytest.fixture
 def api() -> Api:
@@ -140,6 +150,19 @@ def run_queued_setups():
         return list(SetupRun.objects.filter(pk__in=ids))
 
     return run_all
+
+
+@pytest.fixture
+def sandbox_set_up(api, run_queued_setups):
+    """Set up a person's sandbox through the API and run the pipeline; returns the Snapshot row."""
+    from sandboxes.models import Snapshot
+
+    def set_up(person: Person) -> Snapshot:
+        assert api.setup(person.key).status_code == 200
+        run_queued_setups()
+        return Snapshot.objects.get(account=person.account)
+
+    return set_up
 
 
 @pytest.fixture(scope="session")

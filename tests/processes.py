@@ -140,9 +140,9 @@ class Service:
         return status, json.loads(payload or b"null")
 
     def request(self, method: str, path: str, *, key: str | None = None, body=None,
-                timeout: float = 30) -> tuple[int, dict, bytes]:
+                timeout: float = 30, headers: dict | None = None) -> tuple[int, dict, bytes]:
         """(status, headers, raw body): for answers that may not be JSON."""
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", **(headers or {})}
         if key is not None:
             headers["x-api-key"] = key
         data = None

@@ -271,7 +271,8 @@ def test_both_ways_of_sending_the_key_are_documented(schema):
 
 
 @pytest.mark.parametrize("path, method", [("/api/sandboxes/setup", "post"), ("/api/sandboxes", "delete"),
-                                          ("/api/tasks/runs", "get")])
+                                          ("/api/tasks/runs", "get"), ("/api/sandboxes", "get"),
+                                          ("/api/sandboxes", "patch"), ("/api/sandboxes/file", "get")])
 def test_every_operation_takes_either_scheme_and_no_anonymous_access(schema, path, method):
     security = schema["paths"][path][method]["security"]
     names = {name for requirement in security for name in requirement}
@@ -285,7 +286,9 @@ def test_every_operation_takes_either_scheme_and_no_anonymous_access(schema, pat
     "path, method, code",
     [("/api/sandboxes/setup", "post", "403"), ("/api/sandboxes", "delete", "403"),
      ("/api/tasks/runs", "get", "403"), ("/api/tasks/runs", "get", "404"),
-     ("/api/tasks/runs", "get", "400"), ("/api/tasks/runs", "get", "401")],
+     ("/api/tasks/runs", "get", "400"), ("/api/tasks/runs", "get", "401"),
+     ("/api/sandboxes", "get", "403"), ("/api/sandboxes", "patch", "403"), ("/api/sandboxes", "patch", "404"),
+     ("/api/sandboxes/file", "get", "403"), ("/api/sandboxes/file", "get", "410")],
 )
 def test_the_errors_the_api_can_answer_are_documented(contract, schema, path, method, code):
     response = resolve(schema, schema["paths"][path][method]["responses"][code])
@@ -454,3 +457,68 @@ def test_the_docs_page_serves_swagger_ui_from_the_sidecar_under_static(api, db):
     for cdn in ("cdn.jsdelivr.net", "unpkg.com", "cdnjs"):
         assert cdn not in html, f"the docs page loads from {cdn}: it would not work offline"
     assert "/api/schema/" in html
+
+
+# --- the endpoints beyond the contract: every answer is the one our schema documents --------
+
+
+def assert_answer_keeps_our_schema(schema, response, *, path, method, code):
+    assert response.status_code == code, (response.status_code, response.content[:500])
+    assert response["Content-Type"].startswith(JSON)
+    documented = schema["paths"][path][method]["responses"]
+    assert str(code) in documented, f"{method.upper()} {path} answers {code}, which the schema does not document"
+    assert_valid(schema, documented[str(code)]["content"][JSON]["schema"], response.json(),
+                 where=f"our schema {method.upper()} {path} {code}")
+    return response.json()
+
+
+@pytest.fixture
+def ready_sandbox(people, api, run_queued_setups, settings):
+    settings.SANDBOX_FILE_MAX_BYTES = 100  # the starter's README.md is larger, .gitignore is not
+    api.setup(people.alice.key)
+    [run] = run_queued_setups()
+    assert run.status == "COMPLETED", run.error
+    return Snapshot.objects.get(account=people.alice.account)
+
+
+def test_sandbox_state_answers_keep_our_schema(schema, people, api, ready_sandbox):
+    ready = assert_answer_keeps_our_schema(schema, api.sandbox(people.alice.key), path=DELETE, method="get", code=200)
+    none = assert_answer_keeps_our_schema(schema, api.sandbox(people.bob.key), path=DELETE, method="get", code=200)
+    assert (ready["state"], none["state"]) == ("ready", "none")
+    assert_answer_keeps_our_schema(schema, api.sandbox(people.alice.key, account_id="x"), path=DELETE, method="get",
+                                   code=400)
+    assert_answer_keeps_our_schema(schema, api.sandbox(people.mallory.key, account_id=people.alice.account.pk),
+                                   path=DELETE, method="get", code=403)
+
+
+FILE = "/api/sandboxes/file"
+
+
+@pytest.mark.parametrize("path, code", [
+    (".gitignore", 200), ("README.md", 413), ("/etc/passwd", 400), ("nothing", 404),
+])
+def test_file_answers_keep_our_schema(schema, people, api, ready_sandbox, path, code):
+    assert_answer_keeps_our_schema(schema, api.read_file(people.alice.key, path=path), path=FILE, method="get",
+                                   code=code)
+
+
+def test_file_of_an_expired_snapshot_keeps_our_schema(schema, people, api, ready_sandbox):
+    Snapshot.objects.filter(pk=ready_sandbox.pk).update(expires_at=timezone.now())
+    assert_answer_keeps_our_schema(schema, api.read_file(people.alice.key, path=".gitignore"), path=FILE,
+                                   method="get", code=410)
+
+
+def test_renew_answers_keep_our_schema(schema, people, api, ready_sandbox):
+    key = {"Idempotency-Key": "renew-1"}
+    assert_answer_keeps_our_schema(schema, api.renew(people.alice.key, {}, headers=key), path=DELETE,
+                                   method="patch", code=200)
+    assert_answer_keeps_our_schema(schema, api.renew(people.alice.key, {"account_id": None}, headers=key),
+                                   path=DELETE, method="patch", code=422)
+    assert_answer_keeps_our_schema(schema, api.renew(people.bob.key, {}), path=DELETE, method="patch", code=404)
+
+
+def test_the_idempotency_key_is_documented_on_the_three_writes(schema):
+    for path, method in ((SETUP, "post"), (DELETE, "delete"), (DELETE, "patch")):
+        operation = schema["paths"][path][method]
+        assert "Idempotency-Key" in [p["name"] for p in operation["parameters"] if p["in"] == "header"]
+        assert {"409", "422"} <= set(operation["responses"])

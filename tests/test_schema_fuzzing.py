@@ -9,10 +9,13 @@ answer must be no 5xx, have a documented status code, and match the
 documented schema for that code.
 """
 
+from datetime import timedelta
+
 import pytest
 import schemathesis
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
+from django.utils import timezone
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from schemathesis.checks import not_a_server_error
@@ -24,6 +27,8 @@ from schemathesis.specs.openapi.checks import (
 
 from accounts.audit import Actor
 from accounts.services import account_create, api_key_create
+from sandboxes.models import Snapshot
+from sandboxes.providers import get_sandbox_backend
 
 pytestmark = pytest.mark.django_db
 
@@ -73,9 +78,20 @@ def one_database_connection_for_the_test():
 
 @pytest.fixture
 def usable_key(db, settings) -> str:
-    """A usable key, with no rate limit, so every example is served."""
-    settings.API_THROTTLE_RATES = {"setup": None, "delete": None}
+    """A usable key, with no rate limit, so every example is served.
+
+    Its account has a real snapshot (archive and listing), so that reading
+    the sandbox, its files and renewing it answer with data, not only 404s.
+    """
+    settings.API_THROTTLE_RATES = {"setup": None, "delete": None, "renew": None}
     account = account_create(name="Fuzz", email="fuzz@example.com")
+    backend = get_sandbox_backend()
+    sandbox_id = backend.create()
+    backend.write_files(sandbox_id, {"README.md": b"fuzz\n", "a/b.bin": b"\xff"})
+    info = backend.snapshot(sandbox_id)
+    backend.stop(sandbox_id)
+    Snapshot.objects.create(account=account, snapshot_id=info.snapshot_id, expires_at=timezone.now() + timedelta(days=1),
+                            filetree=[entry.as_json() for entry in info.files])
     return api_key_create(actor=Actor.command("tests"), account=account, name="fuzz")[1]
 
 

@@ -162,6 +162,9 @@ def test_production_reads_the_secrets_and_hosts_it_is_given(base_env):
         ("LOG_FORMAT", "xml"),
         ("LOG_LEVEL", "loud"),
         ("SANDBOX_TEMPLATE_DIR", "/nonexistent/starter"),
+        ("SANDBOX_FILE_MAX_BYTES", "1MB"),
+        ("SANDBOX_FILE_MAX_BYTES", "0"),
+        ("THROTTLE_RENEW_RATE", "often"),
     ],
 )
 def test_a_value_that_cannot_be_used_stops_start_up_with_one_line_naming_it(base_env, name, value):
@@ -191,6 +194,12 @@ def test_backend_names_are_read_case_insensitively(base_env):
 def test_snapshot_ttl_is_seven_days_by_default(base_env):
     values = read_settings({**base_env, **PRODUCTION}, "SNAPSHOT_TTL")
     assert values["SNAPSHOT_TTL"] == str(timedelta(days=7))
+
+
+def test_file_reads_are_limited_to_one_mebibyte_unless_told_otherwise(base_env):
+    default = read_settings({**base_env, **PRODUCTION}, "SANDBOX_FILE_MAX_BYTES")
+    given = read_settings({**base_env, **PRODUCTION}, "SANDBOX_FILE_MAX_BYTES", SANDBOX_FILE_MAX_BYTES="4096")
+    assert (default["SANDBOX_FILE_MAX_BYTES"], given["SANDBOX_FILE_MAX_BYTES"]) == (1024 * 1024, 4096)
 
 
 def test_snapshot_ttl_reads_a_duration_with_a_unit(base_env):

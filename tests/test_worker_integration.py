@@ -10,7 +10,10 @@ deletes the sandbox through the API and finds both gone.
 Needs PostgreSQL (DATABASE_URL=postgres://…) and Redis on 127.0.0.1:6379.
 """
 
+import json
 import subprocess
+import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -105,3 +108,39 @@ def test_a_sandbox_set_up_over_http_is_built_by_the_worker_and_deleted_over_http
 
     status, body = service.call("DELETE", "/api/sandboxes", key=alice.key)
     assert (status, body) == (200, {"status": "success", "deleted_snapshot": None}), "deleting again is a no-op"
+
+
+def test_the_readme_walk_through_sees_reads_renews_and_retries_over_http(service, people, settings):
+    alice = people.alice
+    retry = {"Idempotency-Key": "setup-2026-12-01-a"}
+
+    status, headers, payload = service.request("POST", "/api/sandboxes/setup", key=alice.key, headers=retry)
+    assert status == 200, service.report(f"setup answered {status} {payload!r}")
+    run_id = json.loads(payload)["runId"]
+    assert "Idempotent-Replayed" not in headers
+
+    deadline, state = time.monotonic() + RUN_TIMEOUT, None
+    while time.monotonic() < deadline:
+        service.check_running()
+        status, state = service.call("GET", "/api/sandboxes", key=alice.key)
+        assert status == 200, service.report(f"GET /api/sandboxes answered {status} {state}")
+        if state["state"] != "provisioning":
+            break
+        time.sleep(0.3)
+    assert state["state"] == "ready", service.report(f"the sandbox ended {state}")
+    assert state["last_run"]["id"] == run_id
+    assert {"path": "workspace/README.md", "type": "blob", "size": 20} in state["filetree"]
+
+    status, found = service.call("GET", "/api/sandboxes/file?path=workspace/README.md", key=alice.key)
+    assert status == 200, service.report(f"the file read answered {status} {found}")
+    assert (found["encoding"], found["size"]) == ("utf-8", 20)
+    assert found["content"] == (settings.SANDBOX_TEMPLATE_DIR / "workspace" / "README.md").read_text()
+
+    status, renewed = service.call("PATCH", "/api/sandboxes", key=alice.key, body={})
+    assert status == 200, service.report(f"the renewal answered {status} {renewed}")
+    assert datetime.fromisoformat(renewed["snapshot"]["expires_at"]) > datetime.fromisoformat(state["expires_at"])
+
+    status, headers, payload = service.request("POST", "/api/sandboxes/setup", key=alice.key, headers=retry)
+    assert (status, json.loads(payload)["runId"]) == (200, run_id)
+    assert headers["Idempotent-Replayed"] == "true"
+    assert SetupRun.objects.filter(account=alice.account).count() == 1

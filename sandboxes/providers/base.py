@@ -55,6 +55,18 @@ class NotOurRepository(GitHostError):
     """The repository does not carry this deployment's mark: it is reported, never deleted."""
 
 
+class SnapshotFileNotFound(SandboxBackendError):
+    """The snapshot holds no file at that path."""
+
+
+class SnapshotFileTooLarge(SandboxBackendError):
+    """The file is larger than the caller will read."""
+
+    def __init__(self, message: str, *, size: int):
+        super().__init__(message)
+        self.size = size
+
+
 @dataclass(frozen=True)
 class Repository:
     name: str
@@ -97,11 +109,29 @@ class CommandResult:
     stderr: str
 
 
+# What a snapshot's listing leaves out: git's own folder is the repository's
+# history, not a file of the sandbox.
+UNLISTED_FOLDERS = frozenset({".git"})
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One entry of a snapshot's listing, as GET /api/sandboxes shows it."""
+
+    path: str  # relative, with "/" between folders
+    type: str  # "blob" (a file) or "tree" (a folder)
+    size: int | None = None  # bytes, for blobs
+
+    def as_json(self) -> dict:
+        return {"path": self.path, "type": self.type, "size": self.size}
+
+
 @dataclass(frozen=True)
 class SnapshotInfo:
     snapshot_id: str
     checksum: str
     size_bytes: int
+    files: tuple[FileEntry, ...] = ()  # the listing, sorted by path; UNLISTED_FOLDERS left out
 
 
 # The mark: a repository topic (lowercase letters, digits and hyphens, at most
@@ -236,6 +266,13 @@ class SandboxBackend(Protocol):
 
     def restore(self, snapshot_id: str) -> str:
         """Start a sandbox from a snapshot and return its id."""
+
+    def read_file(self, snapshot_id: str, path: str, *, max_bytes: int) -> bytes:
+        """The content of one file of a snapshot (a relative, normalized path).
+
+        Raises SnapshotFileNotFound where there is no such file, and
+        SnapshotFileTooLarge over `max_bytes`, before reading it.
+        """
 
     def snapshot_exists(self, snapshot_id: str) -> bool: ...
 

@@ -12,13 +12,22 @@ snapshot is the workspace as a .tar.gz, kept by the snapshot store
 """
 
 import contextlib
+import os
 import secrets
 import shutil
 import tarfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from sandboxes.providers.base import CommandResult, SandboxBackendError, SnapshotInfo, os_reason
+from sandboxes.providers.base import (
+    UNLISTED_FOLDERS,
+    CommandResult,
+    FileEntry,
+    SandboxBackendError,
+    SnapshotFileNotFound,
+    SnapshotInfo,
+    os_reason,
+)
 from sandboxes.providers.process import run_command
 from sandboxes.providers.snapshot_store import (
     LocalSnapshotStore,
@@ -27,6 +36,23 @@ from sandboxes.providers.snapshot_store import (
     checked_snapshot_id,
     sha256_of,
 )
+
+
+def _listing(workspace: Path) -> tuple[FileEntry, ...]:
+    """The folders and regular files of the workspace (not symlinks, not UNLISTED_FOLDERS), sorted by path."""
+    entries = []
+    for folder, subfolders, files in os.walk(workspace):
+        subfolders[:] = [name for name in subfolders if name not in UNLISTED_FOLDERS]
+        base = Path(folder)
+        for name in subfolders:
+            if not (base / name).is_symlink():
+                entries.append(FileEntry(path=(base / name).relative_to(workspace).as_posix(), type="tree"))
+        for name in files:
+            path = base / name
+            if path.is_file() and not path.is_symlink():
+                entries.append(FileEntry(path=path.relative_to(workspace).as_posix(), type="blob",
+                                         size=path.stat().st_size))
+    return tuple(sorted(entries, key=lambda entry: entry.path))
 
 
 def _checked_id(value: str, prefix: str) -> str:
@@ -97,6 +123,7 @@ class LocalSandboxBackend:
                 with tarfile.open(scratch, "w:gz") as tar:
                     tar.add(workspace, arcname=".")
                 checksum = sha256_of(scratch)
+                files = _listing(workspace)
             except OSError as exc:
                 raise SandboxBackendError(f"Could not write snapshot {snapshot_id}: {os_reason(exc)}",
                                           detail=str(exc)) from None
@@ -104,7 +131,13 @@ class LocalSandboxBackend:
         finally:
             with contextlib.suppress(OSError):
                 scratch.unlink(missing_ok=True)
-        return SnapshotInfo(snapshot_id=snapshot_id, checksum=checksum, size_bytes=size)
+        return SnapshotInfo(snapshot_id=snapshot_id, checksum=checksum, size_bytes=size, files=files)
+
+    def read_file(self, snapshot_id: str, path: str, *, max_bytes: int) -> bytes:
+        # One member is read from the store's archive as a stream; nothing is extracted to disk.
+        if set(Path(path).parts) & UNLISTED_FOLDERS:
+            raise SnapshotFileNotFound(f"No file {path} in snapshot {snapshot_id}")
+        return self.store.read_file(snapshot_id, path, max_bytes=max_bytes)
 
     def restore(self, snapshot_id: str) -> str:
         sandbox_id = self.create()

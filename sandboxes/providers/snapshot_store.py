@@ -34,7 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
-from sandboxes.providers.base import SandboxBackendError, os_reason
+from sandboxes.providers.base import (
+    SandboxBackendError,
+    SnapshotFileNotFound,
+    SnapshotFileTooLarge,
+    os_reason,
+)
 
 CHUNK = 1024 * 1024
 ARCHIVE_SUFFIX = ".tar.gz"
@@ -88,10 +93,8 @@ def sha256_of(path: Path) -> str:
 def read_member(archive: IO[bytes], *, path: str, max_bytes: int, snapshot_id: str) -> bytes:
     """One file of a .tar.gz read front to back from a stream (nothing is extracted, nothing seeks).
 
-    Raises SnapshotFileNotFound / SnapshotFileTooLarge (base.py) before reading the file's content.
+    Raises SnapshotFileNotFound / SnapshotFileTooLarge before reading the file's content.
     """
-    from sandboxes.providers.base import SnapshotFileNotFound, SnapshotFileTooLarge
-
     wanted = f"./{path}"
     try:
         with tarfile.open(fileobj=archive, mode="r|gz") as tar:

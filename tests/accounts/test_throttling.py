@@ -291,14 +291,15 @@ def settings_of(**variables):
     return json.loads(line.removeprefix("SETTINGS="))
 
 
-def test_default_rates_are_30_a_minute_for_setup_and_for_delete(tmp_path):
+def test_default_rates_are_30_a_minute_for_setup_delete_and_renew(tmp_path):
     rates, _cache = settings_of(VAR_DIR=str(tmp_path))
-    assert rates == {"setup": "30/min", "delete": "30/min"}
+    assert rates == {"setup": "30/min", "delete": "30/min", "renew": "30/min"}
 
 
 def test_rates_come_from_the_environment(tmp_path):
-    rates, _cache = settings_of(VAR_DIR=str(tmp_path), THROTTLE_SETUP_RATE="5/s", THROTTLE_DELETE_RATE="off")
-    assert rates == {"setup": "5/s", "delete": None}
+    rates, _cache = settings_of(VAR_DIR=str(tmp_path), THROTTLE_SETUP_RATE="5/s", THROTTLE_DELETE_RATE="off",
+                                THROTTLE_RENEW_RATE="7/hour")
+    assert rates == {"setup": "5/s", "delete": None, "renew": "7/hour"}
 
 
 @pytest.mark.parametrize("value", ["fast", "10", "0/min", "10/fortnight"])

@@ -14,14 +14,16 @@ Pat holds the personal, organization (of Beta), revoked and expired keys;
 Sid, a member of the staff organization, the staff key; Ina, whose account is
 inactive, the last one. Seen from the key's holder, Amy shares an
 organization in which the holder is an owner, Ben one in which the holder is
-a plain member, and Gus none. A key that reaches Ina still sets up and
-deletes nothing of hers (403, as the admin's "Run setup again" skips her),
-and may read her runs.
+a plain member, and Gus none. A key that reaches Ina still sets up,
+renews and deletes nothing of hers (403, as the admin's "Run setup again"
+skips her), and may read her runs, her sandbox and its files.
 
-Every account starts with a snapshot record, a repository on the (local) git
-host and a completed setup run. Each cell asserts the status code and body,
-that the target changed only as an allowed request changes it (its run
-queued, or its snapshot and repository deleted, with an audit event), and
+Every account starts with a snapshot (its record, with a file listing, and a
+real archive of the local backend), a repository on the (local) git host and
+a completed setup run. Each cell asserts the status code and body, that the
+target changed only as an allowed request changes it (its run queued, its
+snapshot and repository deleted, or its expiry renewed, with an audit
+event; reading the sandbox or a file of it changes nothing), and
 that nothing changed for any other account — its snapshot record, runs,
 repositories, audit events, whether it is active — in particular for none
 that the caller may not reach.
@@ -82,7 +84,7 @@ RELATIONS = {
     "not_a_uuid": "not-a-uuid",
 }
 
-ENDPOINTS = ("setup", "delete", "run_by_id", "runs_list")
+ENDPOINTS = ("setup", "delete", "run_by_id", "runs_list", "sandbox_state", "file_read", "renew")
 
 
 def expected_status(kind: str, relation: str, endpoint: str) -> int:
@@ -93,7 +95,7 @@ def expected_status(kind: str, relation: str, endpoint: str) -> int:
         # A run id is not a UUID: an unknown one is a run the caller cannot see.
         return 404 if endpoint == "run_by_id" else 400
     if relation in KEY_KINDS[kind].reaches:
-        if relation == "inactive" and endpoint in ("setup", "delete"):
+        if relation == "inactive" and endpoint in ("setup", "delete", "renew"):
             return 403
         return 200
     return 404 if endpoint == "run_by_id" else 403
@@ -150,9 +152,34 @@ def bare_repository(tmp_path_factory) -> Path:
     return root / "template.git"
 
 
+@pytest.fixture(scope="session")
+def snapshot_archive(tmp_path_factory) -> tuple[Path, list]:
+    """A real snapshot of the local backend, made once (its archive and checksum) with its listing."""
+    from sandboxes.providers.local_sandbox import LocalSandboxBackend
+
+    backend = LocalSandboxBackend(root=tmp_path_factory.mktemp("matrix-sandbox"), command_timeout=30)
+    sandbox_id = backend.create()
+    backend.write_files(sandbox_id, {"README.md": README})
+    info = backend.snapshot(sandbox_id)
+    return backend.root / "snapshots" / info.snapshot_id, [entry.as_json() for entry in info.files]
+
+
+README = b"# The sandbox\n"
+
+
+def copy_snapshot(made: Path, snapshot_id: str) -> None:
+    """The archive and checksum of `made` under another snapshot id, in this test's SANDBOX_ROOT."""
+    from django.conf import settings
+
+    folder = Path(settings.SANDBOX_ROOT) / "snapshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    for suffix in (".tar.gz", ".sha256"):
+        shutil.copyfile(made.with_name(made.name + suffix), folder / f"{snapshot_id}{suffix}")
+
+
 @pytest.fixture
-def world(db, settings, bare_repository) -> World:
-    """The world of the module docstring, in a few bulk inserts (288 cells each build one)."""
+def world(db, settings, bare_repository, snapshot_archive) -> World:
+    """The world of the module docstring, in a few bulk inserts (each of the 504 cells builds one)."""
     now = timezone.now()
     organizations = {
         name: Organization(name=name.title(), slug=name, is_staff=name == "staff")
@@ -182,7 +209,9 @@ def world(db, settings, bare_repository) -> World:
         name_on_host = repository_name_for(account_name=account.name, account_id=account.pk)
         repository = Path(settings.GIT_ROOT) / f"{name_on_host}.git"
         shutil.copytree(bare_repository, repository)
-        snapshots.append(Snapshot(account=account, snapshot_id=f"snap_{uuid.uuid4().hex}",
+        snapshot_id = f"snap_{uuid.uuid4().hex}"
+        copy_snapshot(snapshot_archive[0], snapshot_id)
+        snapshots.append(Snapshot(account=account, snapshot_id=snapshot_id, filetree=snapshot_archive[1],
                                   expires_at=now + timedelta(days=7), github_repo=repository.resolve().as_uri()))
         runs[name] = SetupRun(account=account, status=SetupRun.Status.COMPLETED, finished_at=now)
     Snapshot.objects.bulk_create(snapshots)
@@ -193,7 +222,9 @@ def world(db, settings, bare_repository) -> World:
 def state_of_every_account() -> dict:
     """Per account: its snapshot record, its runs, its repositories, its audit events, whether it is active."""
     repositories = [repository.name for repository in get_git_host().list_all_repositories()]
-    snapshots = dict(Snapshot.objects.values_list("account_id", "snapshot_id"))
+    snapshots = {account_id: (snapshot_id, expires_at)
+                 for account_id, snapshot_id, expires_at in Snapshot.objects.values_list(
+                     "account_id", "snapshot_id", "expires_at")}
     runs, audit = {}, {}
     for account_id, run_id, status in SetupRun.objects.order_by("pk").values_list("account_id", "pk", "status"):
         runs.setdefault(account_id, []).append((run_id, status))
@@ -244,9 +275,15 @@ def _request(api, world: World, endpoint: str, target: Account | None, named, he
         return api.call("post", "/api/sandboxes/setup", body=body, headers=headers)
     if endpoint == "delete":
         return api.call("delete", "/api/sandboxes", body=body, headers=headers)
+    query = "" if named is None else f"?account_id={named}"
     if endpoint == "runs_list":
-        query = "" if named is None else f"?account_id={named}"
         return api.call("get", f"/api/tasks/runs{query}", headers=headers)
+    if endpoint == "sandbox_state":
+        return api.call("get", f"/api/sandboxes{query}", headers=headers)
+    if endpoint == "file_read":
+        return api.call("get", f"/api/sandboxes/file{query or '?'}&path=README.md", headers=headers)
+    if endpoint == "renew":
+        return api.call("patch", "/api/sandboxes", body=body, headers=headers)
     # run_by_id: the target's completed run; a run that does not exist; a value that is no run id.
     # An empty runId is no runId: the holder's own recent runs.
     if named is None:
@@ -283,7 +320,7 @@ def test_cell_answers_as_the_rules_say_and_changes_nothing_out_of_reach(world, a
 
     after = state_of_every_account()
     changed = {account_id for account_id in before if before[account_id] != after[account_id]}
-    if expected == 200 and endpoint in ("setup", "delete"):
+    if expected == 200 and endpoint in ("setup", "delete", "renew"):
         assert changed == {target.pk}, [world.account_name(pk) for pk in changed]
         _assert_target_changed_as_asked(endpoint, target, before[target.pk], after[target.pk], body)
     else:
@@ -293,6 +330,11 @@ def test_cell_answers_as_the_rules_say_and_changes_nothing_out_of_reach(world, a
         assert [run["id"] for run in body["runs"]] == [world.runs[world.account_name(target.pk)]]
     if expected == 200 and endpoint == "runs_list":
         assert {run["account_id"] for run in body["runs"]} == {str(target.pk)}
+    if expected == 200 and endpoint == "sandbox_state":
+        assert (body["account_id"], body["state"]) == (str(target.pk), "ready")
+        assert body["snapshot_id"] == before[target.pk]["snapshot"][0]
+    if expected == 200 and endpoint == "file_read":
+        assert (body["path"], body["content"]) == ("README.md", README.decode())
 
 
 def _assert_target_changed_as_asked(endpoint: str, target: Account, before: dict, after: dict, body: dict):
@@ -300,9 +342,14 @@ def _assert_target_changed_as_asked(endpoint: str, target: Account, before: dict
         [new_run] = set(after["runs"]) - set(before["runs"])
         assert new_run == (body["runId"], SetupRun.Status.QUEUED)
         assert (after["snapshot"], after["repositories"]) == (before["snapshot"], before["repositories"])
+    elif endpoint == "renew":
+        assert body["snapshot"]["account_id"] == str(target.pk)
+        assert after["snapshot"][0] == before["snapshot"][0]
+        assert after["snapshot"][1] > before["snapshot"][1]
+        assert (after["runs"], after["repositories"]) == (before["runs"], before["repositories"])
     else:
         assert body["deleted_snapshot"]["account_id"] == str(target.pk)
-        assert body["deleted_snapshot"]["snapshot_id"] == before["snapshot"]
+        assert body["deleted_snapshot"]["snapshot_id"] == before["snapshot"][0]
         assert after["snapshot"] is None
         assert after["repositories"] == []
     assert after["audit"] > before["audit"]
@@ -312,7 +359,7 @@ def _assert_target_changed_as_asked(endpoint: str, target: Account, before: dict
 
 
 def test_the_matrix_covers_every_kind_relation_and_endpoint():
-    assert len(CELLS) == len(KEY_KINDS) * len(RELATIONS) * len(ENDPOINTS) == 288
+    assert len(CELLS) == len(KEY_KINDS) * len(RELATIONS) * len(ENDPOINTS) == 504
 
 
 def test_the_matrix_has_allowed_and_denied_cells_for_every_usable_kind():

@@ -1,8 +1,9 @@
 """The local outside systems, run for real: LocalSandboxBackend and LocalGitHost.
 
 LocalSandboxBackend: create, run (minimal environment, timeouts), write_files
-(never outside the workspace), snapshot (archive and checksum), restore
-(content back, damaged archives refused), delete_snapshot and stop.
+(never outside the workspace), snapshot (archive, checksum and file listing),
+restore (content back, damaged archives refused), read_file (one file of the
+archive, with its size limit), delete_snapshot and stop.
 
 LocalGitHost: ensure_repository (a real bare repository, reused the second
 time), list_repositories by account id, delete_repository, name checks, and a
@@ -21,7 +22,15 @@ import uuid
 
 import pytest
 
-from sandboxes.providers.base import GitHostError, NotOurRepository, Repository, SandboxBackendError
+from sandboxes.providers.base import (
+    FileEntry,
+    GitHostError,
+    NotOurRepository,
+    Repository,
+    SandboxBackendError,
+    SnapshotFileNotFound,
+    SnapshotFileTooLarge,
+)
 from sandboxes.providers.local_git import LocalGitHost
 from sandboxes.providers.local_sandbox import LocalSandboxBackend
 
@@ -198,6 +207,67 @@ def test_snapshot_of_a_stopped_sandbox_raises_a_backend_error(backend):
 
     with pytest.raises(SandboxBackendError, match="is not running"):
         backend.snapshot(sandbox_id)
+
+
+def test_snapshot_lists_its_folders_and_files_with_sizes_but_not_git_internals(backend, storage):
+    sandbox_id = backend.create()
+    backend.write_files(sandbox_id, {"notes.txt": b"remember\n", "deep/er/file.bin": b"\x00\x01"})
+    backend.run(sandbox_id, ["git", "init", "--quiet"])
+    workspace = storage.SANDBOX_ROOT / "sandboxes" / sandbox_id / "workspace"
+    os.symlink("notes.txt", workspace / "link")
+
+    info = backend.snapshot(sandbox_id)
+
+    assert info.files == (
+        FileEntry(path="deep", type="tree"),
+        FileEntry(path="deep/er", type="tree"),
+        FileEntry(path="deep/er/file.bin", type="blob", size=2),
+        FileEntry(path="notes.txt", type="blob", size=9),
+    )
+    with tarfile.open(storage.SANDBOX_ROOT / "snapshots" / f"{info.snapshot_id}.tar.gz") as tar:
+        assert "./.git/HEAD" in tar.getnames()  # in the archive, not in the listing
+
+
+@pytest.fixture
+def snapshot_with_files(backend):
+    sandbox_id = backend.create()
+    backend.write_files(sandbox_id, {"notes.txt": b"remember\n", "deep/file.bin": b"\xff\x00" * 50})
+    backend.run(sandbox_id, ["git", "init", "--quiet"])
+    info = backend.snapshot(sandbox_id)
+    backend.stop(sandbox_id)
+    return info.snapshot_id
+
+
+def test_read_file_reads_one_file_of_the_archive_without_a_sandbox(backend, storage, snapshot_with_files):
+    assert backend.read_file(snapshot_with_files, "notes.txt", max_bytes=100) == b"remember\n"
+    assert backend.read_file(snapshot_with_files, "deep/file.bin", max_bytes=100) == b"\xff\x00" * 50
+    assert not list((storage.SANDBOX_ROOT / "sandboxes").iterdir())
+
+
+@pytest.mark.parametrize("path", ["missing.txt", "deep", ".git/HEAD", "deep/file.bin/x"])
+def test_read_file_of_no_such_file_raises_file_not_found(backend, snapshot_with_files, path):
+    with pytest.raises(SnapshotFileNotFound, match="No file"):
+        backend.read_file(snapshot_with_files, path, max_bytes=100)
+
+
+def test_read_file_over_the_limit_raises_too_large_with_the_size(backend, snapshot_with_files):
+    with pytest.raises(SnapshotFileTooLarge) as raised:
+        backend.read_file(snapshot_with_files, "deep/file.bin", max_bytes=99)
+
+    assert raised.value.size == 100
+
+
+def test_read_file_refuses_a_damaged_archive(backend, storage, snapshot_with_files):
+    archive = storage.SANDBOX_ROOT / "snapshots" / f"{snapshot_with_files}.tar.gz"
+    archive.write_bytes(archive.read_bytes()[:-10])
+
+    with pytest.raises(SandboxBackendError, match="damaged"):
+        backend.read_file(snapshot_with_files, "notes.txt", max_bytes=100)
+
+
+def test_read_file_of_a_snapshot_that_does_not_exist_raises_a_backend_error(backend):
+    with pytest.raises(SandboxBackendError, match="does not exist"):
+        backend.read_file("snap_" + "0" * 24, "notes.txt", max_bytes=100)
 
 
 def test_restore_brings_the_content_back_in_a_new_sandbox(backend, storage):

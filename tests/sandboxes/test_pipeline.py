@@ -183,6 +183,22 @@ def test_the_snapshot_row_matches_the_runs_output_and_its_archive_exists(
         assert any(name.startswith("./.git/") for name in tar.getnames())
 
 
+def test_the_snapshot_row_records_the_snapshots_listing(people, api, run_queued_setups):
+    set_up(api, people.alice, run_queued_setups)
+
+    snapshot = Snapshot.objects.get(account=people.alice.account)
+    with tarfile.open(snapshot_archive(snapshot.snapshot_id)) as tar:
+        in_archive = {
+            member.name.removeprefix("./"): member for member in tar.getmembers()
+            if member.name != "." and not member.name.startswith("./.git/") and member.name != "./.git"
+        }
+    assert snapshot.filetree == [
+        {"path": path, "type": "tree" if member.isdir() else "blob", "size": None if member.isdir() else member.size}
+        for path, member in sorted(in_archive.items())
+    ]
+    assert {"README.md", ".gitignore", "workspace", "workspace/README.md"} <= {e["path"] for e in snapshot.filetree}
+
+
 def test_no_sandbox_is_left_running_after_a_setup(people, api, run_queued_setups):
     run = set_up(api, people.alice, run_queued_setups)
 

@@ -1,7 +1,8 @@
 """What each API request costs the database, counted as in production.
 
 The budgets (issue: setup at most 5 queries, delete at most 6 plus the git
-host's calls, runs at most 3) count every round trip, BEGIN and COMMIT
+host's calls, runs at most 3; the sandbox's state at most 3, a file read at
+most 3 plus the backend's read, a renewal at most 4) count every round trip, BEGIN and COMMIT
 included. The requests run in autocommit, as they do behind gunicorn (not in
 a test transaction, whose savepoints would add to the count), with a key that
 was used a moment ago (the first use of a key also records when), and with
@@ -15,12 +16,14 @@ delete costs more round trips).
 
 import pytest
 
+from accounts.models import AuditEvent
 from sandboxes.models import SetupRun, Snapshot
 from tests.conftest import requires_postgres
 
 pytestmark = [pytest.mark.django_db(transaction=True), requires_postgres]
 
 SETUP_BUDGET, DELETE_BUDGET, RUNS_BUDGET = 5, 6, 3
+STATE_BUDGET, FILE_BUDGET, RENEW_BUDGET = 3, 3, 4
 
 
 @pytest.fixture
@@ -77,3 +80,38 @@ def test_reading_runs_stays_within_budget(caller, api, django_assert_max_num_que
 
     assert [run["id"] for run in by_id.json()["runs"]] == [run_id]
     assert [run["id"] for run in recent.json()["runs"]] == [run_id]
+
+
+@pytest.fixture
+def caller_with_a_sandbox(caller, api, run_queued_setups):
+    api.setup(caller.key)
+    run_queued_setups()
+    api.setup(caller.key)  # a run queued again: the state shows it beside the snapshot
+    return caller
+
+
+def test_reading_the_sandbox_stays_within_budget(caller_with_a_sandbox, api, django_assert_max_num_queries):
+    with django_assert_max_num_queries(STATE_BUDGET):
+        response = api.sandbox(caller_with_a_sandbox.key)
+
+    body = response.json()
+    assert (body["state"], body["last_run"]["status"]) == ("provisioning", "QUEUED")
+    assert body["snapshot_id"] and body["filetree"]
+
+
+def test_reading_a_file_stays_within_budget(caller_with_a_sandbox, api, django_assert_max_num_queries):
+    with django_assert_max_num_queries(FILE_BUDGET):
+        response = api.read_file(caller_with_a_sandbox.key, path="README.md")
+
+    assert response.status_code == 200
+    assert response.json()["content"]
+
+
+def test_a_renewal_stays_within_budget(caller_with_a_sandbox, api, django_assert_max_num_queries):
+    with django_assert_max_num_queries(RENEW_BUDGET):
+        response = api.renew(caller_with_a_sandbox.key, {})
+
+    assert response.status_code == 200
+    renewed = Snapshot.objects.get(account=caller_with_a_sandbox.account)
+    assert response.json()["snapshot"]["snapshot_id"] == renewed.snapshot_id
+    assert AuditEvent.objects.filter(action=AuditEvent.Action.SANDBOX_RENEWED).count() == 1

@@ -268,6 +268,7 @@ TASK_NAMES = {
     "sandboxes: fail stale setup runs": "sweep stale runs",
     migration.CLEANUP_NAME: "delete expired sandboxes",
     migration.RECONCILE_NAME: "reconcile database, git host and backend",
+    "sandboxes: remove expired idempotency keys": "remove expired idempotency keys",
 }
 
 
@@ -276,7 +277,8 @@ def test_scheduled_tasks_are_named_after_what_they_do_and_a_successful_sweep_is_
 
     assert sorted(task["name"] for task in ran) == sorted(TASK_NAMES.values())
     kept = set(Task.objects.values_list("name", flat=True))
-    assert kept == {"delete expired sandboxes", "reconcile database, git host and backend"}
+    assert kept == {"delete expired sandboxes", "reconcile database, git host and backend",
+                    "remove expired idempotency keys"}
 
 
 def test_a_sweep_that_fails_runs_records_each_in_the_audit_trail_and_a_failed_sweep_is_kept(people, settings,

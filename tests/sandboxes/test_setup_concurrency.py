@@ -4,6 +4,9 @@ What is tested:
 - ten simultaneous setup requests for one account (ten threads, each its
   own client and database connection, on PostgreSQL with real transactions)
   all answer 200 with the same runId, and exactly one SetupRun exists;
+- twenty simultaneous setup requests with one Idempotency-Key: exactly one
+  is processed (one run, one audit event); each of the others gets the kept
+  answer or a 409 with Retry-After, and after its retries the same runId;
 - the database itself refuses a second active run for an account (the
   conditional unique constraint), while finished runs do not count;
 - one request after another: a second request while the first run is queued
@@ -12,13 +15,15 @@ What is tested:
 """
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.db import IntegrityError, connection, transaction
 from rest_framework.test import APIClient
 
-from sandboxes.models import SetupRun
+from accounts.models import AuditEvent
+from sandboxes.models import IdempotencyRecord, SetupRun
 from tests.conftest import requires_postgres
 
 REQUESTS = 10
@@ -48,6 +53,49 @@ def test_simultaneous_setup_requests_for_one_account_share_one_run(transactional
     [run] = SetupRun.objects.filter(account=people.alice.account)
     assert run.pk in run_ids
     assert run.status == SetupRun.Status.QUEUED
+
+
+IDEMPOTENT_REQUESTS = 20
+
+
+@requires_postgres
+def test_simultaneous_setups_with_one_idempotency_key_are_processed_once(transactional_db, people, settings):
+    settings.API_THROTTLE_RATES = {**settings.API_THROTTLE_RATES, "setup": None}  # the retries are not the point
+    start = threading.Barrier(IDEMPOTENT_REQUESTS)
+    headers = {"x-api-key": people.alice.key, "Idempotency-Key": "setup-once"}
+
+    def request_setup_until_answered():
+        """The first answer, then the 409s' retries (Retry-After shortened for the test) until a 200."""
+        try:
+            client = APIClient()
+            start.wait(timeout=10)
+            answers = []
+            for _attempt in range(100):
+                response = client.post("/api/sandboxes/setup", headers=headers)
+                answers.append((response.status_code, response.json(), response.get("Idempotent-Replayed"),
+                                response.get("Retry-After")))
+                if response.status_code != 409:
+                    return answers
+                time.sleep(0.05)
+            return answers
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=IDEMPOTENT_REQUESTS) as pool:
+        futures = [pool.submit(request_setup_until_answered) for _ in range(IDEMPOTENT_REQUESTS)]
+        histories = [future.result(timeout=120) for future in futures]
+
+    finals = [history[-1] for history in histories]
+    assert [status for status, *_ in finals] == [200] * IDEMPOTENT_REQUESTS
+    assert len({body["runId"] for _, body, *_ in finals}) == 1
+    processed = [final for final in finals if final[2] is None]
+    assert len(processed) == 1, "exactly one request was processed; every other answer was replayed"
+    conflicts = [answer for history in histories for answer in history[:-1]]
+    assert all(status == 409 and int(retry_after) >= 1 for status, _, _, retry_after in conflicts)
+    [run] = SetupRun.objects.filter(account=people.alice.account)
+    assert run.pk == finals[0][1]["runId"]
+    assert AuditEvent.objects.filter(action=AuditEvent.Action.SETUP_REQUESTED).count() == 1
+    assert IdempotencyRecord.objects.get().state == IdempotencyRecord.State.DONE
 
 
 @requires_postgres
