@@ -1,8 +1,10 @@
-"""Delete, cleanup and reconcile with the S3 snapshot store, from a host that did not take the snapshots.
+"""Delete, cleanup, reconcile and file reads with the S3 snapshot store, from a host that did not take the snapshots.
 
 Each test takes its snapshots with one SANDBOX_ROOT (the worker's disk), then
 moves SANDBOX_ROOT elsewhere (another host: nothing of the first disk is
-seen) and acts from there. moto's S3 server on 127.0.0.1 is the store.
+seen) and acts from there. moto's S3 server on 127.0.0.1 is the store. The
+recorded listing answers without the store; a read the store cannot serve
+says why.
 """
 
 import io
@@ -14,7 +16,9 @@ import pytest
 from django.core.management import call_command
 
 from sandboxes.models import Snapshot
-from sandboxes.providers import get_snapshot_store
+from sandboxes.providers import get_sandbox_backend, get_snapshot_store
+from sandboxes.providers.base import SnapshotFileNotFound, SnapshotFileTooLarge
+from tests.processes import free_port
 from tests.sandboxes.seeded_sandboxes import seed_accounts, seed_sandbox
 
 pytestmark = pytest.mark.django_db
@@ -104,3 +108,62 @@ def test_reconcile_lists_thousands_of_objects_and_fixes_only_this_deployments(s3
 
     assert (again["found"]["orphan_snapshot"], again["found"]["not_ours_snapshot"]) == (0, 22)
     assert keys_in(s3_server, bucket) == {store.key(healthy.snapshot_id), *others, *unmarked, *outside}
+
+
+@pytest.fixture
+def store_unreachable(s3_store, monkeypatch):
+    """From now on the store's endpoint is a port nothing listens on (one attempt, short timeouts)."""
+
+    def cut():
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+        s3_store.SNAPSHOT_S3 = {**s3_store.SNAPSHOT_S3, "max_attempts": 1, "connect_timeout": 1}
+
+    return cut
+
+
+def test_another_host_reads_a_file_from_the_snapshot_object(s3_store, people, api, sandbox_set_up, tmp_path):
+    sandbox_set_up(people.bob)
+    move_to_another_host(s3_store, tmp_path)
+
+    response = api.read_file(people.bob.key, path="README.md")
+
+    assert response.status_code == 200, response.content
+    readme = (s3_store.SANDBOX_TEMPLATE_DIR / "README.md").read_text()
+    assert response.json()["content"] == readme
+    assert not (tmp_path / "another-host").exists()  # read as a stream: nothing written to this host's disk
+
+
+def test_the_listing_and_its_answers_need_no_store_a_read_that_does_says_why_it_failed(
+    s3_store, people, api, sandbox_set_up, store_unreachable
+):
+    sandbox_set_up(people.bob)
+    store_unreachable()
+
+    state = api.sandbox(people.bob.key)
+    missing = api.read_file(people.bob.key, path="nothing.txt")
+    present = api.read_file(people.bob.key, path="README.md")
+
+    assert state.status_code == 200
+    assert "README.md" in [entry["path"] for entry in state.json()["filetree"]]
+    assert missing.status_code == 404  # the recorded listing answers
+    assert present.status_code == 502
+    assert present.json()["error"].endswith(
+        f"the snapshot store (bucket {s3_store.SNAPSHOT_S3['bucket']}) did not answer"
+    )
+
+
+def test_the_store_reads_one_member_and_refuses_a_missing_or_too_large_one_before_reading_it(s3_store):
+    backend = get_sandbox_backend()
+    sandbox_id = backend.create()
+    backend.write_files(sandbox_id, {"a.txt": b"alpha", "big.bin": b"x" * 5000, "dir/b.txt": b"beta"})
+    snapshot_id = backend.snapshot(sandbox_id).snapshot_id
+    backend.stop(sandbox_id)
+
+    assert backend.read_file(snapshot_id, "dir/b.txt", max_bytes=100) == b"beta"
+    with pytest.raises(SnapshotFileNotFound):
+        backend.read_file(snapshot_id, "dir", max_bytes=100)  # a folder
+    with pytest.raises(SnapshotFileNotFound):
+        backend.read_file(snapshot_id, "nothing.txt", max_bytes=100)
+    with pytest.raises(SnapshotFileTooLarge) as raised:
+        backend.read_file(snapshot_id, "big.bin", max_bytes=100)
+    assert raised.value.size == 5000
