@@ -67,6 +67,15 @@ class SnapshotFileTooLarge(SandboxBackendError):
         self.size = size
 
 
+def describe_mark(*, owned: bool, deployment: str) -> str:
+    """Whose a repository or snapshot is, in words, for reports: "carries this deployment's mark", …"""
+    if owned:
+        return "carries this deployment's mark"
+    if deployment:
+        return f"carries the mark of deployment {deployment!r}, not this one's"
+    return "carries no deployment's mark"
+
+
 @dataclass(frozen=True)
 class Repository:
     name: str
@@ -81,11 +90,7 @@ class Repository:
     @property
     def mark_description(self) -> str:
         """Whose the repository is, in words, for reports."""
-        if self.owned:
-            return "carries this deployment's mark"
-        if self.deployment:
-            return f"carries the mark of deployment {self.deployment!r}, not this one's"
-        return "carries no deployment's mark"
+        return describe_mark(owned=self.owned, deployment=self.deployment)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from sandboxes.providers.base import (
     SandboxBackendError,
     SnapshotFileNotFound,
     SnapshotFileTooLarge,
+    describe_mark,
     os_reason,
 )
 
@@ -68,11 +69,7 @@ class StoredSnapshot:
 
     @property
     def mark_description(self) -> str:
-        if self.owned:
-            return "carries this deployment's mark"
-        if self.deployment:
-            return f"carries the mark of deployment {self.deployment!r}, not this one's"
-        return "carries no deployment's mark"
+        return describe_mark(owned=self.owned, deployment=self.deployment)
 
 
 def checked_snapshot_id(snapshot_id: str) -> str:

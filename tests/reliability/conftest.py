@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.github_emulator import GitHubEmulator
 from tests.processes import (
     Service,
     database_url_of_the_test_database,
@@ -20,6 +21,14 @@ from tests.processes import (
     service_environment,
     wait_until_healthy,
 )
+
+
+@pytest.fixture
+def github(tmp_path):
+    """The GitHub REST emulator (tests/github_emulator.py) with an organization, for GIT_HOST=github."""
+    emulator = GitHubEmulator(tmp_path / "github", organization="sandbox-org").start()
+    yield emulator
+    emulator.stop()
 
 
 @pytest.fixture

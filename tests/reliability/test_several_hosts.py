@@ -25,7 +25,6 @@ import pytest
 
 from sandboxes.models import SetupRun, Snapshot
 from tests.conftest import make_person, requires_postgres
-from tests.github_emulator import GitHubEmulator
 from tests.processes import (
     REPO,
     Service,
@@ -44,13 +43,6 @@ pytestmark = [requires_postgres, pytest.mark.postgres, pytest.mark.reliability]
 SETUPS = 20
 DEPLOYMENT = "hosts-test"
 PREFIX = "sandboxes/"
-
-
-@pytest.fixture
-def github(tmp_path):
-    emulator = GitHubEmulator(tmp_path / "github", organization="sandbox-org").start()
-    yield emulator
-    emulator.stop()
 
 
 @pytest.fixture

@@ -36,6 +36,15 @@ def store(s3_store) -> S3SnapshotStore:
     return get_snapshot_store()
 
 
+def store_in_parts_of(mib: int, s3_store, *, max_attempts: int = 5) -> S3SnapshotStore:
+    """The store on the test's bucket, uploading in parts of `mib` MiB above `mib` MiB."""
+    return S3SnapshotStore(
+        settings=S3Settings(bucket=s3_store.SNAPSHOT_S3["bucket"], max_attempts=max_attempts,
+                            multipart_threshold=mib * MiB, multipart_chunksize=mib * MiB),
+        deployment_id="test-deployment",
+    )
+
+
 def other_host(settings, tmp_path) -> LocalSandboxBackend:
     """A backend as another machine has it: the same store, a SANDBOX_ROOT of its own."""
     settings.SANDBOX_ROOT = tmp_path / "other-host"
@@ -98,11 +107,7 @@ def test_another_host_restores_lists_and_deletes_the_snapshot(s3_store, store, t
 
 
 def test_a_large_snapshot_is_uploaded_in_parts_and_read_back_whole(s3_store, s3_server, tmp_path):
-    store = S3SnapshotStore(
-        settings=S3Settings(bucket=s3_store.SNAPSHOT_S3["bucket"], multipart_threshold=5 * MiB,
-                            multipart_chunksize=5 * MiB),
-        deployment_id="test-deployment",
-    )
+    store = store_in_parts_of(5, s3_store)
     source = tmp_path / "archive.tar.gz"
     source.write_bytes(os.urandom(12 * MiB))
     checksum = hashlib.sha256(source.read_bytes()).hexdigest()
@@ -128,11 +133,7 @@ def part_two_refused(s3_store, s3_server, monkeypatch):
 def test_a_failed_multipart_upload_is_retried_then_aborted_and_leaves_no_object(
     s3_store, s3_server, part_two_refused, tmp_path
 ):
-    store = S3SnapshotStore(
-        settings=S3Settings(bucket=s3_store.SNAPSHOT_S3["bucket"], max_attempts=3, multipart_threshold=5 * MiB,
-                            multipart_chunksize=5 * MiB),
-        deployment_id="test-deployment",
-    )
+    store = store_in_parts_of(5, s3_store, max_attempts=3)
     source = tmp_path / "archive.tar.gz"
     source.write_bytes(os.urandom(12 * MiB))
 
@@ -160,11 +161,7 @@ def test_a_transient_500_is_retried_and_the_upload_completes(s3_store, s3_server
     proxy = FaultyS3Proxy(s3_server.endpoint, fails=first_part_two_only)
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
     try:
-        store = S3SnapshotStore(
-            settings=S3Settings(bucket=s3_store.SNAPSHOT_S3["bucket"], multipart_threshold=5 * MiB,
-                                multipart_chunksize=5 * MiB),
-            deployment_id="test-deployment",
-        )
+        store = store_in_parts_of(5, s3_store)
         source = tmp_path / "archive.tar.gz"
         source.write_bytes(os.urandom(11 * MiB))
 
