@@ -182,6 +182,11 @@ class LocalSnapshotStore:
                                      detail=str(exc)) from None
         return archive.stat().st_size
 
+    def checked_archive(self, snapshot_id: str) -> tuple[Path, str]:
+        """The archive on disk and its SHA-256, once they match (copying it to another store reads it in place)."""
+        archive = self._checked_archive(snapshot_id)
+        return archive, self._checksum_file(snapshot_id).read_text().strip()
+
     def _checked_archive(self, snapshot_id: str) -> Path:
         archive = self._archive(snapshot_id)
         if not archive.is_file():

@@ -4,7 +4,8 @@ Each test takes its snapshots with one SANDBOX_ROOT (the worker's disk), then
 moves SANDBOX_ROOT elsewhere (another host: nothing of the first disk is
 seen) and acts from there. moto's S3 server on 127.0.0.1 is the store. The
 recorded listing answers without the store; a read the store cannot serve
-says why.
+says why. Last, the snapshots a deployment took with the local store are
+copied to the bucket (`manage.py copy_snapshots_to_store`).
 """
 
 import io
@@ -13,13 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from sandboxes.models import Snapshot
 from sandboxes.providers import get_sandbox_backend, get_snapshot_store
 from sandboxes.providers.base import SnapshotFileNotFound, SnapshotFileTooLarge
 from tests.processes import free_port
-from tests.sandboxes.seeded_sandboxes import seed_accounts, seed_sandbox
+from tests.sandboxes.seeded_sandboxes import seed_accounts, seed_sandbox, take_snapshot
 
 pytestmark = pytest.mark.django_db
 
@@ -167,3 +168,33 @@ def test_the_store_reads_one_member_and_refuses_a_missing_or_too_large_one_befor
     with pytest.raises(SnapshotFileTooLarge) as raised:
         backend.read_file(snapshot_id, "big.bin", max_bytes=100)
     assert raised.value.size == 5000
+
+
+def test_snapshots_taken_with_the_local_store_are_copied_to_the_bucket_once(s3_store, s3_server, people):
+    s3_store.SNAPSHOT_STORE = "local"
+    rows = seed_accounts(3, prefix="before")
+    damaged = take_snapshot()
+    archive = s3_store.SANDBOX_ROOT / "snapshots" / f"{damaged}.tar.gz"
+    archive.write_bytes(archive.read_bytes()[:-10])
+    s3_store.SNAPSHOT_STORE = "s3"
+
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(CommandError, match="1 snapshot\\(s\\) could not be copied"):
+        call_command("copy_snapshots_to_store", stdout=out, stderr=err)
+
+    assert out.getvalue().strip() == "Copied 3 snapshot(s) to the store, 0 already there, 1 failed"
+    assert err.getvalue().strip() == f"{damaged}: Snapshot {damaged} is damaged (checksum mismatch)"
+    store = get_snapshot_store()
+    assert keys_in(s3_server, s3_store.SNAPSHOT_S3["bucket"]) == {store.key(row.snapshot_id) for row in rows}
+    restored = get_sandbox_backend().restore(rows[0].snapshot_id)
+    assert (s3_store.SANDBOX_ROOT / "sandboxes" / restored / "workspace" / "README.md").read_text() == "seeded\n"
+
+    (s3_store.SANDBOX_ROOT / "snapshots" / f"{damaged}.tar.gz").unlink()
+    again = io.StringIO()
+    call_command("copy_snapshots_to_store", stdout=again, stderr=io.StringIO())
+    assert again.getvalue().strip() == "Copied 0 snapshot(s) to the store, 3 already there, 0 failed"
+
+
+def test_copying_to_the_local_store_is_refused(people):
+    with pytest.raises(CommandError, match="SNAPSHOT_STORE is local: set SNAPSHOT_STORE=s3"):
+        call_command("copy_snapshots_to_store", stdout=io.StringIO())
