@@ -141,6 +141,14 @@ class SnapshotStore(Protocol):
 # --- local -------------------------------------------------------------------------
 
 
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A hard link when both are on one file system (nothing is written), else a copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
 class LocalSnapshotStore:
     """Archives in a folder of this host: `<folder>/<id>.tar.gz` and `<id>.sha256`.
 
@@ -164,11 +172,7 @@ class LocalSnapshotStore:
         partial = archive.with_name(archive.name + ".partial")
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            # A hard link when the scratch space is on the same disk, else a copy.
-            try:
-                os.link(source, partial)
-            except OSError:
-                shutil.copyfile(source, partial)
+            _link_or_copy(source, partial)
             self._checksum_file(snapshot_id).write_text(checksum + "\n")
             # The archive appears under its final name only when it is whole.
             partial.rename(archive)
@@ -204,7 +208,7 @@ class LocalSnapshotStore:
     def get(self, snapshot_id: str, destination: Path) -> None:
         archive = self._checked_archive(snapshot_id)
         try:
-            shutil.copyfile(archive, destination)
+            _link_or_copy(archive, destination)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 destination.unlink(missing_ok=True)
@@ -405,7 +409,10 @@ class S3SnapshotStore:
             raise
 
     def read_file(self, snapshot_id: str, path: str, *, max_bytes: int) -> bytes:
-        # The archive is read as a stream up to the member: nothing lands on disk.
+        # The archive is read as a stream up to the member: nothing lands on
+        # disk, and a small file near the start costs little of a large
+        # archive. The whole archive's SHA-256 is not checked here (that takes
+        # reading all of it); the store checked each part's when it was written.
         with self._translated(f"read snapshot {snapshot_id}"):
             body = self.client.get_object(Bucket=self.bucket, Key=self.key(snapshot_id))["Body"]
             with contextlib.closing(body):
