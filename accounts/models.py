@@ -90,6 +90,7 @@ class AuditEvent(models.Model):
         USER_CHANGED = "user.changed", "Admin user's staff flags changed"
         USER_DELETED = "user.deleted", "Admin user deleted"
         ACCOUNT_DEACTIVATED = "account.deactivated", "Account deactivated by staff"
+        WEBHOOK_DISABLED = "webhook.disabled", "Webhook endpoint disabled"
 
     class Outcome(models.TextChoices):
         SUCCESS = "success", "Success"

@@ -10,7 +10,12 @@ broker, with the local sandbox backend and the local git host in a temporary
 folder. It sends the setups over HTTP as fast as 8 client threads can, one
 per account, then waits until every run has finished.
 
+Each account has a webhook endpoint at a receiver in this process (on
+127.0.0.1; the service runs with WEBHOOK_ALLOW_HTTP and WEBHOOK_ALLOW_PRIVATE).
+
 It prints:
+- webhook latency: the median and p95 time from a run's finished_at to its
+  run.completed arriving at the receiver (both clocks of this machine);
 - the median and p95 time from the request to COMPLETED (the client's clock
   at sending, the run's finished_at), and how much of it was spent waiting
   in the queue (created_at to started_at);
@@ -25,11 +30,13 @@ Figures, not assertions: bench/README.md has the last ones measured.
 import argparse
 import json
 import sys
+import threading
 import time
 import urllib.request
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from service import BenchService, percentile, seed_accounts
 
@@ -58,6 +65,44 @@ def request_setup(base_url: str, key: str) -> tuple[float, str]:
         return sent, json.loads(answer.read())["runId"]
 
 
+class WebhookReceiver:
+    """Answers 200 to every POST and keeps when each run's run.completed arrived (time.time())."""
+
+    def __init__(self):
+        self.arrived: dict[str, float] = {}
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                if body["type"] == "run.completed":
+                    receiver.arrived.setdefault(body["data"]["run"]["id"], time.time())
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+
+    def register(self, accounts):
+        """One endpoint per account, in bulk."""
+        from webhooks.models import Endpoint
+        from webhooks.signing import secret_new
+
+        Endpoint.objects.bulk_create(Endpoint(account=account, url=self.url, secret=secret_new(),
+                                              event_types=",run.completed,") for account in accounts)
+
+    def wait_for(self, run_ids: list[str], timeout: int):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(self.arrived) < len(run_ids):
+            time.sleep(0.5)
+
+
 def wait_for_runs(run_ids: list[str], timeout: int):
     from sandboxes.models import SetupRun
 
@@ -75,8 +120,9 @@ def _seconds(start: str, end: str) -> float:
     return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
 
-def figures_of(runs, sent: dict[str, float]) -> dict:
+def figures_of(runs, sent: dict[str, float], webhooks: dict[str, float]) -> dict:
     completed = [run for run in runs if run.status == "COMPLETED"]
+    webhook_latency = [webhooks[run.pk] - run.finished_at.timestamp() for run in completed if run.pk in webhooks]
     to_completed = [run.finished_at.timestamp() - sent[run.pk] for run in completed]
     queued = [(run.started_at - run.created_at).total_seconds() for run in completed]
     executing = [(run.finished_at - run.started_at).total_seconds() for run in completed]
@@ -92,6 +138,9 @@ def figures_of(runs, sent: dict[str, float]) -> dict:
         "setups": len(runs),
         "completed": len(completed),
         "failed": [(run.pk, run.error) for run in runs if run.status != "COMPLETED"],
+        "webhooks_delivered": len(webhook_latency),
+        "webhook_latency_p50": percentile(webhook_latency, 0.5),
+        "webhook_latency_p95": percentile(webhook_latency, 0.95),
         "to_completed_p50": percentile(to_completed, 0.5),
         "to_completed_p95": percentile(to_completed, 0.95),
         "queued_p50": percentile(queued, 0.5),
@@ -113,6 +162,8 @@ def print_report(figures: dict, arguments):
           f"in {figures['wall_seconds']:.1f} s: {figures['runs_per_second']:.2f} runs/s")
     print(f"request -> COMPLETED: median {figures['to_completed_p50']:.1f} s, p95 {figures['to_completed_p95']:.1f} s "
           f"(of which waiting in the queue: median {figures['queued_p50']:.1f} s)")
+    print(f"run end -> run.completed webhook delivered ({figures['webhooks_delivered']} of {figures['completed']}): "
+          f"median {figures['webhook_latency_p50'] * 1000:.0f} ms, p95 {figures['webhook_latency_p95'] * 1000:.0f} ms")
     print(f"one run in a worker: median {figures['executing_p50'] * 1000:.0f} ms, "
           f"p95 {figures['executing_p95'] * 1000:.0f} ms")
     print(f"{'step':20} {'share':>7} {'mean ms':>8}")
@@ -127,12 +178,15 @@ def main(argv=None):
     arguments = parse_arguments(argv)
     service = BenchService(database_url=arguments.database_url, redis_url=arguments.redis_url,
                            keep_database=arguments.keep_database, QUEUE_WORKERS=str(arguments.workers),
-                           THROTTLE_SETUP_RATE="off")
+                           THROTTLE_SETUP_RATE="off", WEBHOOK_ALLOW_HTTP="1", WEBHOOK_ALLOW_PRIVATE="1")
+    receiver = WebhookReceiver()
     try:
         print(f"database {service.database_name}: creating and migrating", file=sys.stderr)
         service.create_database()
         service.open_django()
-        keys = [key for _, key in seed_accounts(arguments.setups, prefix="pipeline")]
+        seeded = seed_accounts(arguments.setups, prefix="pipeline")
+        receiver.register(account for account, _ in seeded)
+        keys = [key for _, key in seeded]
         service.start_web(workers=2)
         service.start_worker()
         time.sleep(2)  # the cluster's workers start
@@ -141,10 +195,11 @@ def main(argv=None):
             answers = list(pool.map(lambda key: request_setup(service.base_url, key), keys))
         sent = {run_id: when for when, run_id in answers}
         wait_for_runs(list(sent), arguments.timeout)
+        receiver.wait_for(list(sent), timeout=60)
 
         from sandboxes.models import SetupRun
 
-        figures = figures_of(list(SetupRun.objects.filter(pk__in=list(sent))), sent)
+        figures = figures_of(list(SetupRun.objects.filter(pk__in=list(sent))), sent, receiver.arrived)
         print_report(figures, arguments)
         if arguments.json:
             print(json.dumps(figures, default=str))

@@ -71,6 +71,18 @@ def duration(name: str, default: str) -> timedelta:
         stop(f"{name}: {error}")
 
 
+def durations(name: str, default: str) -> list[timedelta]:
+    """A list of durations separated by spaces or commas, e.g. '5s 5m 30m'."""
+    raw = os.environ.get(name) or default
+    try:
+        found = [parse_duration(part) for part in re.split(r"[\s,]+", raw.strip()) if part]
+    except ValueError as error:
+        stop(f"{name}: {error}")
+    if not found:
+        stop(f"{name} must list at least one duration, e.g. {default!r}")
+    return found
+
+
 def choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
     value = text(name, default).lower()
     if value not in allowed:

@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "accounts",
     "orgs",
     "sandboxes",
+    "webhooks",
     "config",  # the project itself: its migration creates the database cache's table
 ]
 
@@ -160,6 +161,13 @@ SETUP_RUN_STALE_AFTER = SETUP_RUN_TIMEOUT + SETUP_RUN_GRACE
 # The weekly scheduled reconcile only reports unless this is on; read by the
 # task each time it runs (sandboxes/tasks.py), never stored in the schedule.
 RECONCILE_AUTOFIX = env.flag("RECONCILE_AUTOFIX", default=False)
+# --- Webhooks (webhooks/) ------------------------------------------------------------
+WEBHOOK_TIMEOUT = env.integer("WEBHOOK_TIMEOUT", 10, minimum=1)
+WEBHOOK_EXPIRY_WARNING = env.duration("WEBHOOK_EXPIRY_WARNING", "24h")
+WEBHOOK_RETRY_SCHEDULE = env.durations("WEBHOOK_RETRY_SCHEDULE", "5s 5m 30m 2h 8h 24h")
+WEBHOOK_DISABLE_AFTER = env.duration("WEBHOOK_DISABLE_AFTER", "3d")
+WEBHOOK_ALLOW_HTTP = env.flag("WEBHOOK_ALLOW_HTTP", default=False)
+WEBHOOK_ALLOW_PRIVATE = env.flag("WEBHOOK_ALLOW_PRIVATE", default=False)
 
 # --- Queue (django-q2) ----------------------------------------------------------
 REDIS_URL = env.text("REDIS_URL")

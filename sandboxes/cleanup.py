@@ -307,7 +307,8 @@ def sandboxes_cleanup(
 def _delete_batch(batch: list[Snapshot], *, report: CleanupReport, actor: Actor, concurrency: int, repositories):
     snapshot_ids = {row.account_id: row.snapshot_id for row in batch}
     deletions = sandboxes_delete(
-        accounts=[row.account for row in batch], actor=actor, concurrency=concurrency, repositories=repositories
+        accounts=[row.account for row in batch], actor=actor, concurrency=concurrency, repositories=repositories,
+        expired=report.rule.expired,
     )
     for deletion in deletions:
         report.repositories_removed += len(deletion.repositories)

@@ -49,6 +49,7 @@ from sandboxes.providers.base import (
     repository_name_for,
     repository_name_from_url,
 )
+from webhooks.services import webhook_run_ended
 
 logger = logging.getLogger(__name__)
 
@@ -399,6 +400,7 @@ def _finish(run: SetupRun, *, error: str, canceled: bool, output: dict | None) -
                 run_id=run.pk,
                 detail=error or f"Snapshot {output['snapshot_id']}",
             )
+            webhook_run_ended(run_id=run.pk, account_id=run.account_id)
     if not finished:
         logger.info("Setup run %s for account %s was canceled while it finished", run.pk, run.account_id)
         return RunOutcome(SetupRun.Status.CANCELED)

@@ -31,6 +31,7 @@ from sandboxes.providers.base import (
     repositories_grouped_by_account,
 )
 from sandboxes.selectors import sandbox_repositories
+from webhooks.services import webhook_runs_ended, webhook_sandboxes_deleted
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +146,7 @@ def _fail_stale_run(run: SetupRun, *, backend, git_host) -> bool:
                 run_id=run.pk,
                 detail=error,
             )
+            webhook_runs_ended(runs=[SetupRun.objects.get(pk=run.pk)])
     return bool(failed)
 
 
@@ -216,8 +218,9 @@ def setup_runs_cancel_queued(*, runs, actor: Actor) -> list[SetupRun]:
             )
             for run in queued
         )
-    for run in queued:
-        run.status, run.finished_at, run.error = SetupRun.Status.CANCELED, now, CANCELED_BY_STAFF_ERROR
+        for run in queued:
+            run.status, run.finished_at, run.error = SetupRun.Status.CANCELED, now, CANCELED_BY_STAFF_ERROR
+        webhook_runs_ended(runs=queued)
     return queued
 
 
@@ -286,13 +289,15 @@ def sandboxes_delete(
     actor: Actor,
     concurrency: int = 1,
     repositories: Mapping[str, list[Repository]] | None = None,
+    expired: bool = False,
 ) -> list[SandboxDeletion]:
     """Delete the sandboxes of many accounts: repositories, snapshot, then the Snapshot row.
 
     The database work is a constant number of queries whatever the number of
     accounts; the calls to the git host and the backend run `concurrency` at
     a time. An account whose repository or snapshot could not be deleted
-    keeps its row (repeating finishes the job); the others go on.
+    keeps its row (repeating finishes the job); the others go on. `expired`:
+    the cleanup of expired sandboxes (webhooks: snapshot.expired).
 
     `repositories` is the git host's listing grouped by account id
     (repositories_grouped_by_account), from a caller that deletes many
@@ -301,9 +306,10 @@ def sandboxes_delete(
     account_ids = [account.pk for account in accounts]
     # Cancel first: a queued run must not set the sandbox up again behind us,
     # and an executing one then stops before it saves a snapshot.
+    canceled_at = timezone.now()
     snapshots = Snapshot.objects.in_bulk_canceling_runs(
         account_ids,
-        status=SetupRun.Status.CANCELED, finished_at=timezone.now(), error="Canceled: the sandbox was deleted",
+        status=SetupRun.Status.CANCELED, finished_at=canceled_at, error="Canceled: the sandbox was deleted",
     )
     deletions = [SandboxDeletion(account_id=account_id) for account_id in account_ids]
     listed = repositories
@@ -331,11 +337,12 @@ def sandboxes_delete(
             for item in work:
                 _delete_outside(*item, providers=providers)
 
-    _record_deletions(deletions, snapshots, actor)
+    _record_deletions(deletions, snapshots, actor, canceled_at=canceled_at, expired=expired)
     return deletions
 
 
-def _record_deletions(deletions: list[SandboxDeletion], snapshots: dict, actor: Actor) -> None:
+def _record_deletions(deletions: list[SandboxDeletion], snapshots: dict, actor: Actor, *, canceled_at,
+                      expired: bool) -> None:
     done = [d for d in deletions if d.ok and d.account_id in snapshots]
     action = Action.SANDBOX_REVOKED if actor.is_staff_user else Action.SANDBOX_DELETED
     # With no row to remove, the audit INSERT is the only write: no transaction needed.
@@ -367,6 +374,10 @@ def _record_deletions(deletions: list[SandboxDeletion], snapshots: dict, actor: 
                 detail=_deletion_detail(deletion),
             )
             for deletion in deletions
+        )
+        webhook_sandboxes_deleted(
+            snapshots=[d.snapshot for d in done if d.snapshot is not None], actor=actor, expired=expired,
+            runs_canceled_at=canceled_at, account_ids=[d.account_id for d in deletions],
         )
 
 

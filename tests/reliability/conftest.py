@@ -21,6 +21,7 @@ from tests.processes import (
     service_environment,
     wait_until_healthy,
 )
+from tests.webhooks.receiver import local_webhooks, make_endpoint, receiver  # noqa: F401 (webhook fixtures)
 
 
 @pytest.fixture

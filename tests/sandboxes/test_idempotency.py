@@ -11,6 +11,7 @@ test_setup_concurrency.py, on PostgreSQL.
 """
 
 import importlib
+import shutil
 from datetime import timedelta
 
 import pytest
@@ -21,6 +22,7 @@ from accounts.models import AuditEvent
 from sandboxes import tasks
 from sandboxes.idempotency import IDEMPOTENCY_KEY_TTL
 from sandboxes.models import IdempotencyRecord, SetupRun, Snapshot
+from tests.sandboxes.local_git import make_undeletable
 
 pytestmark = pytest.mark.django_db
 
@@ -86,13 +88,12 @@ def test_a_repeated_renewal_gets_the_first_answer_and_renews_nothing_more(people
     assert audited(Action.SANDBOX_RENEWED) == 1
 
 
-def test_a_failed_delete_is_kept_and_replayed_and_a_new_key_tries_again(people, api, sandbox_set_up, settings, tmp_path):
+def test_a_failed_delete_is_kept_and_replayed_and_a_new_key_tries_again(people, api, sandbox_set_up, tmp_path):
     sandbox_set_up(people.bob)
-    git_root = settings.GIT_ROOT
-    settings.GIT_ROOT = tmp_path / "not-a-folder"
-    settings.GIT_ROOT.write_text("the git host is broken")
+    link, moved = make_undeletable(people.bob.account, tmp_path)  # the git host cannot delete it
     failed = api.delete(people.bob.key, headers=KEY)
-    settings.GIT_ROOT = git_root
+    link.unlink()
+    shutil.move(moved, link)
 
     repeat = api.delete(people.bob.key, headers=KEY)
     retried = api.delete(people.bob.key, headers={"Idempotency-Key": "order-43"})
@@ -193,7 +194,7 @@ def test_a_key_that_is_not_1_to_255_printable_ascii_characters_is_a_400(people, 
     response = api.setup(people.bob.key, {}, headers={"Idempotency-Key": key})
 
     assert response.status_code == 400
-    assert response.json()["missing_fields"] == ["Idempotency-Key"]
+    assert response.json()["invalid_fields"] == ["Idempotency-Key"]
     assert not SetupRun.objects.exists()
 
 
@@ -231,7 +232,7 @@ def test_the_purge_removes_records_past_24_hours_and_keeps_the_rest(people, api)
 
 
 def test_the_purge_is_scheduled_hourly_starting_one_hour_after_the_migration():
-    migration = importlib.import_module("sandboxes.migrations.0006_schedule_idempotency_purge")
+    migration = importlib.import_module("sandboxes.migrations.0010_schedule_idempotency_purge")
     [schedule] = Schedule.objects.filter(name=migration.PURGE_NAME)
 
     assert (schedule.func, schedule.schedule_type, schedule.repeats) == (
@@ -243,7 +244,7 @@ def test_the_purge_is_scheduled_hourly_starting_one_hour_after_the_migration():
 def test_the_purge_schedule_is_created_once_however_often_the_migration_runs():
     from django.apps import apps
 
-    migration = importlib.import_module("sandboxes.migrations.0006_schedule_idempotency_purge")
+    migration = importlib.import_module("sandboxes.migrations.0010_schedule_idempotency_purge")
     Schedule.objects.filter(name=migration.PURGE_NAME).update(schedule_type=Schedule.DAILY)
 
     migration.create_schedule(apps, None)

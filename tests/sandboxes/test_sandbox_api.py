@@ -170,7 +170,7 @@ def test_an_account_id_that_is_not_a_uuid_is_a_400(people, api, endpoint):
     response = getattr(api, endpoint)(people.bob.key, account_id="nope", **path)
 
     assert response.status_code == 400
-    assert response.json()["missing_fields"] == ["account_id"]
+    assert response.json()["invalid_fields"] == ["account_id"]
 
 
 @pytest.mark.parametrize("endpoint", ["sandbox", "read_file"])
@@ -249,7 +249,7 @@ def test_a_path_that_is_absolute_climbs_or_is_not_normalized_is_a_400(people, ap
     response = api.read_file(people.bob.key, path=path)
 
     assert response.status_code == 400
-    assert response.json()["missing_fields"] == ["path"]
+    assert response.json()["invalid_fields"] == ["path"]
 
 
 def test_a_missing_path_is_a_400(people, api, sandbox_set_up):
@@ -384,7 +384,7 @@ def test_a_renewal_with_a_bad_or_unknown_field_is_a_400_naming_it(people, api, s
     response = api.renew(people.bob.key, body)
 
     assert response.status_code == 400
-    assert field in response.json()["missing_fields"]
+    assert field in response.json()["invalid_fields"]
 
 
 def test_a_renewal_with_an_unknown_query_parameter_is_a_400_naming_it(people, api, sandbox_set_up):
