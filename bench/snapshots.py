@@ -105,7 +105,7 @@ def main(argv=None):
             copy.unlink()
 
         best = {name: min(values) for name, values in times.items()}
-        print(f"\n| transfer | best s | MiB/s | runs (s) |\n|---|---:|---:|---|")
+        print("\n| transfer | best s | MiB/s | runs (s) |\n|---|---:|---:|---|")
         for name, seconds in best.items():
             runs = ", ".join(f"{value:.2f}" for value in times[name])
             print(f"| {name} | {seconds:.2f} | {size / MiB / seconds:.0f} | {runs} |")
