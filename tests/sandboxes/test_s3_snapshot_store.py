@@ -9,6 +9,7 @@ listing of thousands of objects across continuation tokens with each
 object's mark.
 """
 
+import base64
 import hashlib
 import os
 import socket
@@ -75,8 +76,8 @@ def test_a_snapshot_is_one_object_named_and_marked_by_the_deployment_with_its_ch
     body = client.get_object(Bucket=store.bucket, Key=key)["Body"].read()
     assert hashlib.sha256(body).hexdigest() == info.checksum
     assert info.size_bytes == len(body)
-    # S3's own checksum of the upload, which the store verified on arrival.
-    assert head["ChecksumSHA256"]
+    # S3's own checksum of the upload (one part: the SHA-256 of the object), sent for the store to verify.
+    assert head["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(body).digest()).decode()
     # Nothing of the snapshot stays on the worker's disk.
     assert not list((s3_store.SANDBOX_ROOT / "sandboxes" / sandbox_id).glob("*.tar.gz"))
     assert not (s3_store.SANDBOX_ROOT / "snapshots").exists()
