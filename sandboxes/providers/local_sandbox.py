@@ -140,8 +140,9 @@ class LocalSandboxBackend:
         return self.store.read_file(snapshot_id, path, max_bytes=max_bytes)
 
     def restore(self, snapshot_id: str) -> str:
+        checked_snapshot_id(snapshot_id)  # before a sandbox is made for it
         sandbox_id = self.create()
-        scratch = self._sandbox_dir(sandbox_id) / f"{checked_snapshot_id(snapshot_id)}.tar.gz"
+        scratch = self._sandbox_dir(sandbox_id) / f"{snapshot_id}.tar.gz"
         try:
             self.store.get(snapshot_id, scratch)
             with tarfile.open(scratch, "r:gz") as tar:
