@@ -35,6 +35,7 @@ from config.admin_audit import AuditedAdminMixin
 from config.admin_display import (
     ReturnToPageAfterActionMixin,
     page_to_return_to,
+    secret_shown_once,
     state_badge,
     summary,
 )
@@ -435,18 +436,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         raw_key = getattr(obj, "raw_key_shown_once", None)
         if raw_key is None:
             return super().response_add(request, obj, post_url_continue)
-        # Answered directly, never through a redirect and a message: a message
-        # would keep the key in the session or a cookie until it is shown.
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "API key created",
-            "subtitle": None,
-            "opts": self.opts,
-            "key": obj,
-            "raw_key": raw_key,
-        }
-        request.current_app = self.admin_site.name
-        return TemplateResponse(request, self.created_template, context)
+        return secret_shown_once(self, request, title="API key created", original=obj, key=obj, raw_key=raw_key)
 
     def has_delete_permission(self, request, obj=None):
         return False  # revoke instead: a revoked key stays, so the audit trail keeps pointing at it

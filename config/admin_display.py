@@ -6,6 +6,7 @@ executing) and `neutral` (canceled, none).
 """
 
 from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 
@@ -58,3 +59,17 @@ def page_to_return_to(request) -> str:
     ):
         return back_to
     return ""
+
+
+def secret_shown_once(model_admin, request, *, title: str, original, **context) -> TemplateResponse:
+    """The page answering the POST that made a secret (an API key, a webhook's signing secret): the one place
+    it is ever shown (templates/admin/shown_once.html).
+
+    Answered directly, never through a redirect and a message: a message would
+    keep the secret in the session or a cookie until it is shown.
+    """
+    request.current_app = model_admin.admin_site.name
+    return TemplateResponse(request, model_admin.created_template, {
+        **model_admin.admin_site.each_context(request), "title": title, "subtitle": None, "opts": model_admin.opts,
+        "original": original, **context,
+    })

@@ -7,12 +7,12 @@ and attempts are read-only: they are the record of what was sent.
 
 from django import forms
 from django.contrib import admin, messages
-from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_variables
 
 from accounts.audit import Actor
+from config.admin_display import secret_shown_once
 from config.admin_readonly import ReadOnlyAdminMixin
 from webhooks import delivery
 from webhooks.models import EVENT_TYPES, DeliveryAttempt, Endpoint, Event
@@ -119,11 +119,8 @@ class EndpointAdmin(admin.ModelAdmin):
         secret = getattr(obj, "secret_shown_once", None)
         if secret is None:
             return super().response_add(request, obj, post_url_continue)
-        # Answered directly, never through a redirect and a message, which would keep the secret in the session.
-        context = {**self.admin_site.each_context(request), "title": "Webhook endpoint created", "subtitle": None,
-                   "opts": self.opts, "endpoint": obj, "secret": secret}
-        request.current_app = self.admin_site.name
-        return TemplateResponse(request, self.created_template, context)
+        return secret_shown_once(self, request, title="Webhook endpoint created", original=obj, endpoint=obj,
+                                 secret=secret)
 
     def has_change_permission(self, request, obj=None):
         return False
