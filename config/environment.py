@@ -160,15 +160,19 @@ def announce_development_values(names: list[str], *, argv: list[str] | None = No
          "(never do this in production)")
 
 
-def deployment_id(name: str, *, required: bool, default: str) -> str:
-    """The id that marks what this deployment creates (a repository topic: lowercase, at most 31 characters)."""
+def deployment_id(name: str, *, required_by: str, default: str) -> str:
+    """The id that marks what this deployment creates (a repository topic: lowercase, at most 31 characters).
+
+    `required_by` names the settings that need it ("GIT_HOST=github"); "" where none does.
+    """
     from sandboxes.providers.base import DEPLOYMENT_ID_PATTERN
 
     value = text(name)
     if not value:
-        if required:
-            stop(f"GIT_HOST=github needs {name}, a name for this deployment that no other deployment using the "
-                 "organization has (e.g. prod-eu); it marks every repository the service creates as its own")
+        if required_by:
+            stop(f"{required_by} needs {name}, a name for this deployment that no other deployment using the "
+                 "organization or bucket has (e.g. prod-eu); it marks every repository and snapshot the service "
+                 "creates as its own")
         return default
     if not DEPLOYMENT_ID_PATTERN.match(value):
         stop(f"{name} must be lowercase letters, digits and hyphens, starting with a letter or digit, "
@@ -219,4 +223,19 @@ def github_settings() -> dict:
         "retries": integer("GITHUB_RETRIES", 3, minimum=0),
         "max_rate_limit_wait": integer("GITHUB_MAX_RATE_LIMIT_WAIT", 60, minimum=0),
         "seconds_between_writes": float(integer("GITHUB_MS_BETWEEN_WRITES", 1000, minimum=0)) / 1000,
+    }
+
+
+def snapshot_s3_settings() -> dict:
+    """The S3 snapshot store's settings (SNAPSHOT_STORE=s3): the bucket, a key prefix, retries and timeouts."""
+    bucket = text("SNAPSHOT_S3_BUCKET")
+    if not bucket:
+        stop("SNAPSHOT_STORE=s3 needs SNAPSHOT_S3_BUCKET, the bucket that holds the snapshots")
+    prefix = text("SNAPSHOT_S3_PREFIX").strip("/")
+    return {
+        "bucket": bucket,
+        "prefix": f"{prefix}/" if prefix else "",
+        "max_attempts": integer("SNAPSHOT_S3_MAX_ATTEMPTS", 5, minimum=1),
+        "connect_timeout": integer("SNAPSHOT_S3_CONNECT_TIMEOUT", 5, minimum=1),
+        "read_timeout": integer("SNAPSHOT_S3_READ_TIMEOUT", 60, minimum=1),
     }

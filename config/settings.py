@@ -135,7 +135,17 @@ GIT_ROOT = Path(env.text("GIT_ROOT") or VAR_DIR / "git")
 GITHUB = env.github_settings() if GIT_HOST == "github" else None
 # What this deployment creates carries this id as its mark; only what carries
 # it is ever deleted. Required with GitHub; the local git host's default is "local".
-SANDBOX_DEPLOYMENT_ID = env.deployment_id("SANDBOX_DEPLOYMENT_ID", required=GIT_HOST == "github", default="local")
+# Where snapshots live: `local` (SANDBOX_ROOT/snapshots, one host) or `s3`
+# (one bucket that every host reaches; endpoint, region and credentials from
+# boto3's own AWS_* variables or an instance role).
+SNAPSHOT_STORE = env.choice("SNAPSHOT_STORE", "local", ("local", "s3"))
+SANDBOX_DEPLOYMENT_ID = env.deployment_id(
+    "SANDBOX_DEPLOYMENT_ID",
+    required_by=" and ".join(filter(None, ["GIT_HOST=github" if GIT_HOST == "github" else "",
+                                           "SNAPSHOT_STORE=s3" if SNAPSHOT_STORE == "s3" else ""])),
+    default="local",
+)
+SNAPSHOT_S3 = env.snapshot_s3_settings() if SNAPSHOT_STORE == "s3" else None
 SNAPSHOT_TTL = env.duration("SNAPSHOT_TTL", "7d")
 # GET /api/sandboxes/file answers 413 for a larger file.
 SANDBOX_FILE_MAX_BYTES = env.integer("SANDBOX_FILE_MAX_BYTES", 1024 * 1024, minimum=1)

@@ -14,7 +14,11 @@ Steps, in this order (each one's fix can only help the ones after it):
                     before the mark existed) are listed as not ours and are
                     never deleted
 4. orphan           snapshots in the backend that no row points at and no
-   snapshots        running setup has taken; fixed by deleting them
+   snapshots        running setup has taken; fixed by deleting them, if they
+                    carry this deployment's mark (the key's folder of the S3
+                    store); other objects under the store's prefix (another
+                    deployment's, or no deployment's) are listed as not ours
+                    and are never deleted
 5. dangling rows    rows that point at a snapshot the backend does not hold
                     (fixed by deleting the row: a row must name a snapshot that
                     exists) or at a repository the host does not hold (fixed by
@@ -51,6 +55,7 @@ from sandboxes.providers.base import (
     account_id_of_repository,
     repository_name_from_url,
 )
+from sandboxes.providers.snapshot_store import StoredSnapshot
 from sandboxes.services import setup_runs_fail_stale
 
 DEFAULT_BATCH_SIZE = 500
@@ -64,6 +69,7 @@ class FindingKind:
     ORPHAN_REPOSITORY = "orphan_repository"
     NOT_OURS_REPOSITORY = "not_ours_repository"  # reported only: never fixed
     ORPHAN_SNAPSHOT = "orphan_snapshot"
+    NOT_OURS_SNAPSHOT = "not_ours_snapshot"  # reported only: never fixed
     MISSING_SNAPSHOT = "missing_snapshot"
     MISSING_REPOSITORY = "missing_repository"
 
@@ -72,6 +78,7 @@ class FindingKind:
         ORPHAN_REPOSITORY: "orphan repositories",
         NOT_OURS_REPOSITORY: "repositories not marked as ours (left alone)",
         ORPHAN_SNAPSHOT: "orphan snapshots",
+        NOT_OURS_SNAPSHOT: "snapshots not marked as ours (left alone)",
         MISSING_SNAPSHOT: "rows whose snapshot is gone",
         MISSING_REPOSITORY: "rows whose repository is gone",
     }
@@ -80,6 +87,7 @@ class FindingKind:
         ORPHAN_REPOSITORY: "orphan repository",
         NOT_OURS_REPOSITORY: "repository without this deployment's mark",
         ORPHAN_SNAPSHOT: "orphan snapshot",
+        NOT_OURS_SNAPSHOT: "snapshot without this deployment's mark",
         MISSING_SNAPSHOT: "row of snapshot",
         MISSING_REPOSITORY: "row of snapshot",
     }
@@ -88,6 +96,7 @@ class FindingKind:
         ORPHAN_REPOSITORY: "deleted",
         NOT_OURS_REPOSITORY: "left alone",
         ORPHAN_SNAPSHOT: "deleted",
+        NOT_OURS_SNAPSHOT: "left alone",
         MISSING_SNAPSHOT: "row deleted",
         MISSING_REPOSITORY: "repository cleared from the row",
     }
@@ -310,11 +319,14 @@ class _Reconciler:
             finding.error = str(exc)
 
     # --- 4. orphan snapshots --------------------------------------------------------
-    def orphan_snapshots(self, snapshot_ids: list[str]) -> None:
-        for chunk in _chunks(snapshot_ids, self.batch_size):
+    def orphan_snapshots(self, stored: list[StoredSnapshot]) -> None:
+        for chunk in _chunks(stored, self.batch_size):
             if self.out_of_time():
                 return
-            pointed_at = set(Snapshot.objects.filter(snapshot_id__in=chunk).values_list("snapshot_id", flat=True))
+            pointed_at = set(
+                Snapshot.objects.filter(snapshot_id__in=[s.snapshot_id for s in chunk if s.owned])
+                .values_list("snapshot_id", flat=True)
+            )
             # A running setup takes its snapshot a moment before it saves the
             # row; the step it records on the run names the snapshot.
             steps_of_running = SetupRun.objects.filter(status__in=SetupRun.ACTIVE_STATUSES).values_list(
@@ -323,18 +335,22 @@ class _Reconciler:
             being_saved = {found for steps in steps_of_running for found in _SNAPSHOT_ID.findall(str(steps))}
             findings = [
                 Finding(
-                    kind=FindingKind.ORPHAN_SNAPSHOT,
-                    subject=snapshot_id,
+                    kind=FindingKind.ORPHAN_SNAPSHOT if snapshot.owned else FindingKind.NOT_OURS_SNAPSHOT,
+                    subject=snapshot.snapshot_id,
                     account_id=None,
-                    reason="no row points at it",
+                    reason="no row points at it"
+                    + ("" if snapshot.owned else f"; it {snapshot.mark_description}, so it is never deleted"),
                 )
-                for snapshot_id in chunk
-                if snapshot_id not in pointed_at and snapshot_id not in being_saved
+                for snapshot in chunk
+                if not snapshot.owned
+                or (snapshot.snapshot_id not in pointed_at and snapshot.snapshot_id not in being_saved)
             ]
             self.report.findings += findings
-            if findings and self.report.fix:
-                _in_parallel(self._delete_snapshot, findings, self.concurrency)
-                self.record_fixes(findings)
+            # Only snapshots that carry this deployment's mark are ever deleted.
+            fixable = [finding for finding in findings if finding.kind == FindingKind.ORPHAN_SNAPSHOT]
+            if fixable and self.report.fix:
+                _in_parallel(self._delete_snapshot, fixable, self.concurrency)
+                self.record_fixes(fixable)
             self.checked(len(chunk))
 
     def _delete_snapshot(self, finding: Finding) -> None:
@@ -426,7 +442,7 @@ class _Reconciler:
         listed_at = timezone.now()
         try:
             repositories = get_git_host().list_all_repositories()
-            snapshot_ids = get_sandbox_backend().list_snapshots()
+            stored = get_sandbox_backend().stored_snapshots()
         except ProviderError as exc:
             self.report.error = f"the git host or the sandbox backend could not be listed ({exc})"
             return self.report
@@ -434,13 +450,14 @@ class _Reconciler:
         # Only repositories whose name ends with an account id are looked at.
         ours = [(repository, account_id_of_repository(repository.name)) for repository in repositories]
         ours = [(repository, account_id) for repository, account_id in ours if account_id]
+        snapshot_ids = {snapshot.snapshot_id for snapshot in stored if snapshot.owned}
         self.report.to_check = (
-            self.report.checked + len(ours) + len(snapshot_ids)
+            self.report.checked + len(ours) + len(stored)
             + Snapshot.objects.filter(updated_at__lt=listed_at).count()
         )
         self.orphan_repositories(ours)
-        self.orphan_snapshots(snapshot_ids)
-        self.dangling_rows(snapshot_ids=set(snapshot_ids), repository_names=set(repository_names),
+        self.orphan_snapshots(stored)
+        self.dangling_rows(snapshot_ids=snapshot_ids, repository_names=set(repository_names),
                            repository_ids={repository.id for repository in repositories if repository.id},
                            listed_at=listed_at)
         return self.report

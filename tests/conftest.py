@@ -163,3 +163,24 @@ def sandbox_set_up(api, run_queued_setups):
         return Snapshot.objects.get(account=person.account)
 
     return set_up
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """moto's S3 server on a free port of 127.0.0.1, for the whole session (tests/s3_server.py)."""
+    from tests.s3_server import start_s3_server
+
+    server = start_s3_server(tmp_path_factory.mktemp("s3") / "moto.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_store(settings, s3_server, monkeypatch):
+    """SNAPSHOT_STORE=s3 on a new bucket of the S3 server; boto3 finds it through AWS_ENDPOINT_URL."""
+    for name, value in s3_server.environment.items():
+        monkeypatch.setenv(name, value)
+    settings.SNAPSHOT_STORE = "s3"
+    settings.SNAPSHOT_S3 = {"bucket": s3_server.new_bucket(), "prefix": "sandboxes/"}
+    settings.SANDBOX_DEPLOYMENT_ID = "test-deployment"
+    return settings

@@ -6,8 +6,9 @@ must set, or one that cannot be used, stops start-up with exit status 1 and
 one line "Configuration error: NAME ..." (no traceback); with DEBUG on the
 missing secrets get development values and a WARNING line. Then the values
 the settings derive: the SQLite file under VAR_DIR or PostgreSQL from
-DATABASE_URL, the Redis or ORM broker of django-q2, SNAPSHOT_TTL. Last, a
-unit test of config.environment.parse_duration.
+DATABASE_URL, the Redis or ORM broker of django-q2, SNAPSHOT_TTL. Then a
+unit test of config.environment.parse_duration, and last SNAPSHOT_STORE with
+its S3 settings.
 """
 
 import json
@@ -298,3 +299,46 @@ def test_parse_duration_reads_seconds_or_a_number_with_a_unit(raw, expected):
 def test_parse_duration_refuses_anything_else_with_an_example(raw):
     with pytest.raises(ValueError, match="such as"):
         parse_duration(raw)
+
+
+# --- the snapshot store -------------------------------------------------------------------
+
+S3_STORE = {"SNAPSHOT_STORE": "s3", "SNAPSHOT_S3_BUCKET": "sandbox-snapshots", "SANDBOX_DEPLOYMENT_ID": "prod-eu"}
+
+
+def test_the_store_is_local_by_default(base_env):
+    values = read_settings({**base_env, **PRODUCTION}, "SNAPSHOT_STORE", "SNAPSHOT_S3")
+    assert values == {"SNAPSHOT_STORE": "local", "SNAPSHOT_S3": None}
+
+
+def test_an_unknown_store_is_refused_with_the_choices(base_env):
+    line = assert_stops_with_one_line(check({**base_env, **PRODUCTION}, SNAPSHOT_STORE="disk"), "SNAPSHOT_STORE")
+    assert "local, s3" in line and "'disk'" in line
+
+
+def test_s3_needs_a_bucket(base_env):
+    variables = {**S3_STORE, "SNAPSHOT_S3_BUCKET": ""}
+    line = assert_stops_with_one_line(check({**base_env, **PRODUCTION}, **variables), "SNAPSHOT_STORE")
+    assert line == "Configuration error: SNAPSHOT_STORE=s3 needs SNAPSHOT_S3_BUCKET, the bucket that holds the snapshots"
+
+
+def test_s3_needs_a_deployment_id_to_mark_its_objects(base_env):
+    variables = {**S3_STORE, "SANDBOX_DEPLOYMENT_ID": ""}
+    line = assert_stops_with_one_line(check({**base_env, **PRODUCTION}, **variables), "SNAPSHOT_STORE")
+    assert line.startswith("Configuration error: SNAPSHOT_STORE=s3 needs SANDBOX_DEPLOYMENT_ID, a name for this "
+                           "deployment that no other deployment using the organization or bucket has")
+
+
+def test_s3_reads_the_bucket_a_prefix_as_a_folder_retries_and_timeouts(base_env):
+    values = read_settings({**base_env, **PRODUCTION}, "SNAPSHOT_STORE", "SNAPSHOT_S3", **S3_STORE,
+                           SNAPSHOT_S3_PREFIX="/staging/sandboxes/", SNAPSHOT_S3_MAX_ATTEMPTS="3",
+                           SNAPSHOT_S3_READ_TIMEOUT="30")
+    assert values == {"SNAPSHOT_STORE": "s3", "SNAPSHOT_S3": {
+        "bucket": "sandbox-snapshots", "prefix": "staging/sandboxes/", "max_attempts": 3,
+        "connect_timeout": 5, "read_timeout": 30,
+    }}
+
+
+def test_retries_below_one_attempt_are_refused(base_env):
+    assert_stops_with_one_line(check({**base_env, **PRODUCTION}, **S3_STORE, SNAPSHOT_S3_MAX_ATTEMPTS="0"),
+                               "SNAPSHOT_S3_MAX_ATTEMPTS")

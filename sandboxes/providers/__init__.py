@@ -1,14 +1,29 @@
 """The factory that hands services the configured outside systems."""
 
+from pathlib import Path
+
 from django.conf import settings
 
 from sandboxes.providers.base import GitHost, SandboxBackend
+from sandboxes.providers.snapshot_store import SnapshotStore
+
+
+def get_snapshot_store() -> SnapshotStore:
+    if settings.SNAPSHOT_STORE == "s3":
+        from sandboxes.providers.snapshot_store import S3Settings, S3SnapshotStore
+
+        return S3SnapshotStore(settings=S3Settings(**settings.SNAPSHOT_S3), deployment_id=settings.SANDBOX_DEPLOYMENT_ID)
+    from sandboxes.providers.snapshot_store import LocalSnapshotStore
+
+    return LocalSnapshotStore(folder=Path(settings.SANDBOX_ROOT) / "snapshots",
+                              deployment_id=settings.SANDBOX_DEPLOYMENT_ID)
 
 
 def get_sandbox_backend() -> SandboxBackend:
     from sandboxes.providers.local_sandbox import LocalSandboxBackend
 
-    return LocalSandboxBackend(root=settings.SANDBOX_ROOT, command_timeout=settings.SANDBOX_COMMAND_TIMEOUT)
+    return LocalSandboxBackend(root=settings.SANDBOX_ROOT, command_timeout=settings.SANDBOX_COMMAND_TIMEOUT,
+                               store=get_snapshot_store())
 
 
 def get_git_host() -> GitHost:

@@ -8,9 +8,12 @@ raises these errors, never the types of the library it wraps.
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from django.utils.text import slugify
+
+if TYPE_CHECKING:
+    from sandboxes.providers.snapshot_store import StoredSnapshot
 
 REPOSITORY_SLUG_LENGTH = 50
 # Retries of calls to a remote git host, API and git alike: the n-th retry
@@ -64,6 +67,15 @@ class SnapshotFileTooLarge(SandboxBackendError):
         self.size = size
 
 
+def describe_mark(*, owned: bool, deployment: str) -> str:
+    """Whose a repository or snapshot is, in words, for reports: "carries this deployment's mark", …"""
+    if owned:
+        return "carries this deployment's mark"
+    if deployment:
+        return f"carries the mark of deployment {deployment!r}, not this one's"
+    return "carries no deployment's mark"
+
+
 @dataclass(frozen=True)
 class Repository:
     name: str
@@ -78,11 +90,7 @@ class Repository:
     @property
     def mark_description(self) -> str:
         """Whose the repository is, in words, for reports."""
-        if self.owned:
-            return "carries this deployment's mark"
-        if self.deployment:
-            return f"carries the mark of deployment {self.deployment!r}, not this one's"
-        return "carries no deployment's mark"
+        return describe_mark(owned=self.owned, deployment=self.deployment)
 
 
 @dataclass(frozen=True)
@@ -274,7 +282,10 @@ class SandboxBackend(Protocol):
     def snapshot_exists(self, snapshot_id: str) -> bool: ...
 
     def list_snapshots(self) -> list[str]:
-        """The ids of every snapshot the backend holds (reconcile compares them with the rows)."""
+        """The ids of every snapshot of this deployment the backend holds."""
+
+    def stored_snapshots(self) -> list["StoredSnapshot"]:
+        """Everything its snapshot store holds, with whose mark each carries (reconcile compares them with the rows)."""
 
     def delete_snapshot(self, snapshot_id: str) -> bool:
         """Delete a snapshot; False when it was already gone."""

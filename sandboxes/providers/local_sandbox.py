@@ -1,17 +1,17 @@
-"""The local sandbox backend: a folder per sandbox, snapshots as archives on disk.
+"""The local sandbox backend: a scratch folder per sandbox on the worker that runs it.
 
 Layout under SANDBOX_ROOT:
 
     sandboxes/<sandbox id>/workspace   the sandbox's files; commands run here
     sandboxes/<sandbox id>/home        HOME of its commands
-    snapshots/<snapshot id>.tar.gz     the workspace, compressed
-    snapshots/<snapshot id>.sha256     its checksum, checked on restore
 
-For one host only: another machine cannot see these folders.
+The folder lives as long as the run that uses it: stop() removes it. A
+snapshot is the workspace as a .tar.gz, kept by the snapshot store
+(snapshot_store.py): on this disk (`local`, one host) or in object storage
+(`s3`), where any process on any host reads it back.
 """
 
 import contextlib
-import hashlib
 import os
 import secrets
 import shutil
@@ -25,21 +25,17 @@ from sandboxes.providers.base import (
     FileEntry,
     SandboxBackendError,
     SnapshotFileNotFound,
-    SnapshotFileTooLarge,
     SnapshotInfo,
     os_reason,
 )
 from sandboxes.providers.process import run_command
-
-CHUNK = 1024 * 1024
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+from sandboxes.providers.snapshot_store import (
+    LocalSnapshotStore,
+    SnapshotStore,
+    StoredSnapshot,
+    checked_snapshot_id,
+    sha256_of,
+)
 
 
 def _listing(workspace: Path) -> tuple[FileEntry, ...]:
@@ -69,9 +65,10 @@ def _checked_id(value: str, prefix: str) -> str:
 class LocalSandboxBackend:
     name = "local"
 
-    def __init__(self, *, root: Path, command_timeout: float):
+    def __init__(self, *, root: Path, command_timeout: float, store: SnapshotStore | None = None):
         self.root = Path(root)
         self.command_timeout = command_timeout
+        self.store = store or LocalSnapshotStore(folder=self.root / "snapshots", deployment_id="local")
 
     # --- paths -------------------------------------------------------------
     def _sandbox_dir(self, sandbox_id: str) -> Path:
@@ -82,9 +79,6 @@ class LocalSandboxBackend:
         if not workspace.is_dir():
             raise SandboxBackendError(f"Sandbox {sandbox_id} is not running")
         return workspace
-
-    def _archive(self, snapshot_id: str) -> Path:
-        return self.root / "snapshots" / f"{_checked_id(snapshot_id, 'snap_')}.tar.gz"
 
     # --- interface ---------------------------------------------------------
     def create(self) -> str:
@@ -121,96 +115,61 @@ class LocalSandboxBackend:
     def snapshot(self, sandbox_id: str) -> SnapshotInfo:
         workspace = self._workspace(sandbox_id)
         snapshot_id = "snap_" + secrets.token_hex(12)
-        archive = self._archive(snapshot_id)
-        partial = archive.with_name(archive.name + ".partial")
+        # The archive is written in the sandbox's scratch folder (which stop()
+        # removes), then handed to the store.
+        scratch = workspace.parent / f"{snapshot_id}.tar.gz"
         try:
-            archive.parent.mkdir(parents=True, exist_ok=True)
-            with tarfile.open(partial, "w:gz") as tar:
-                tar.add(workspace, arcname=".")
-            checksum = _sha256(partial)
-            files = _listing(workspace)
-            self._checksum_file(snapshot_id).write_text(checksum + "\n")
-            # The archive appears under its final name only when it is whole.
-            partial.rename(archive)
-        except OSError as exc:
-            # Clean up what was written; the cleanup may fail for the same
-            # reason (the folder is not there), and must not hide the error.
-            for leftover in (partial, self._checksum_file(snapshot_id)):
-                with contextlib.suppress(OSError):
-                    leftover.unlink(missing_ok=True)
-            raise SandboxBackendError(f"Could not write snapshot {snapshot_id}: {os_reason(exc)}", detail=str(exc)) from None
-        return SnapshotInfo(
-            snapshot_id=snapshot_id, checksum=checksum, size_bytes=archive.stat().st_size, files=files
-        )
-
-    def _checked_archive(self, snapshot_id: str) -> Path:
-        """The snapshot's archive, once its checksum matches."""
-        archive = self._archive(snapshot_id)
-        if not archive.is_file():
-            raise SandboxBackendError(f"Snapshot {snapshot_id} does not exist")
-        try:
-            expected = self._checksum_file(snapshot_id).read_text().strip()
-        except OSError as exc:
-            raise SandboxBackendError(
-                f"Snapshot {snapshot_id} cannot be checked (its checksum: {os_reason(exc)})", detail=str(exc)
-            ) from None
-        if _sha256(archive) != expected:
-            raise SandboxBackendError(f"Snapshot {snapshot_id} is damaged (checksum mismatch)")
-        return archive
+            try:
+                with tarfile.open(scratch, "w:gz") as tar:
+                    tar.add(workspace, arcname=".")
+                checksum = sha256_of(scratch)
+                files = _listing(workspace)
+            except OSError as exc:
+                raise SandboxBackendError(f"Could not write snapshot {snapshot_id}: {os_reason(exc)}",
+                                          detail=str(exc)) from None
+            size = self.store.put(snapshot_id, scratch, checksum=checksum)
+        finally:
+            with contextlib.suppress(OSError):
+                scratch.unlink(missing_ok=True)
+        return SnapshotInfo(snapshot_id=snapshot_id, checksum=checksum, size_bytes=size, files=files)
 
     def read_file(self, snapshot_id: str, path: str, *, max_bytes: int) -> bytes:
-        # One member is read from the archive; nothing is extracted to disk.
+        # One member is read from the store's archive as a stream; nothing is extracted to disk.
         if set(Path(path).parts) & UNLISTED_FOLDERS:
             raise SnapshotFileNotFound(f"No file {path} in snapshot {snapshot_id}")
-        archive = self._checked_archive(snapshot_id)
-        try:
-            with tarfile.open(archive, "r:gz") as tar:
-                try:
-                    member = tar.getmember(f"./{path}")
-                except KeyError:
-                    raise SnapshotFileNotFound(f"No file {path} in snapshot {snapshot_id}") from None
-                if not member.isfile():
-                    raise SnapshotFileNotFound(f"No file {path} in snapshot {snapshot_id}")
-                if member.size > max_bytes:
-                    raise SnapshotFileTooLarge(
-                        f"{path} is {member.size} bytes, more than {max_bytes}", size=member.size
-                    )
-                return tar.extractfile(member).read()
-        except (OSError, tarfile.TarError) as exc:
-            reason = os_reason(exc) if isinstance(exc, OSError) else "the archive is damaged"
-            raise SandboxBackendError(f"Could not read snapshot {snapshot_id}: {reason}", detail=str(exc)) from None
+        return self.store.read_file(snapshot_id, path, max_bytes=max_bytes)
 
     def restore(self, snapshot_id: str) -> str:
-        archive = self._checked_archive(snapshot_id)
+        checked_snapshot_id(snapshot_id)  # before a sandbox is made for it
         sandbox_id = self.create()
+        scratch = self._sandbox_dir(sandbox_id) / f"{snapshot_id}.tar.gz"
         try:
-            with tarfile.open(archive, "r:gz") as tar:
+            self.store.get(snapshot_id, scratch)
+            with tarfile.open(scratch, "r:gz") as tar:
                 tar.extractall(self._workspace(sandbox_id), filter="data")
+        except SandboxBackendError:
+            self.stop(sandbox_id)
+            raise
         except (OSError, tarfile.TarError) as exc:
             self.stop(sandbox_id)
             reason = os_reason(exc) if isinstance(exc, OSError) else "the archive cannot be read"
             raise SandboxBackendError(f"Could not restore snapshot {snapshot_id}: {reason}", detail=str(exc)) from None
+        finally:
+            with contextlib.suppress(OSError):
+                scratch.unlink(missing_ok=True)
         return sandbox_id
 
-    def _checksum_file(self, snapshot_id: str) -> Path:
-        return self._archive(snapshot_id).with_suffix("").with_suffix(".sha256")
-
     def snapshot_exists(self, snapshot_id: str) -> bool:
-        return self._archive(snapshot_id).is_file()
+        return self.store.exists(snapshot_id)
+
+    def stored_snapshots(self) -> list[StoredSnapshot]:
+        return self.store.list()
 
     def list_snapshots(self) -> list[str]:
-        folder = self.root / "snapshots"
-        return sorted(path.name.removesuffix(".tar.gz") for path in folder.glob("snap_*.tar.gz"))
+        return sorted(stored.snapshot_id for stored in self.store.list() if stored.owned)
 
     def delete_snapshot(self, snapshot_id: str) -> bool:
-        archive = self._archive(snapshot_id)
-        existed = archive.is_file()
-        try:
-            archive.unlink(missing_ok=True)
-            self._checksum_file(snapshot_id).unlink(missing_ok=True)
-        except OSError as exc:
-            raise SandboxBackendError(f"Could not delete snapshot {snapshot_id}: {os_reason(exc)}", detail=str(exc)) from None
-        return existed
+        return self.store.delete(snapshot_id)
 
     def stop(self, sandbox_id: str) -> None:
         sandbox_dir = self._sandbox_dir(sandbox_id)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.github_emulator import GitHubEmulator
 from tests.processes import (
     Service,
     database_url_of_the_test_database,
@@ -21,6 +22,14 @@ from tests.processes import (
     wait_until_healthy,
 )
 from tests.webhooks.receiver import local_webhooks, make_endpoint, receiver  # noqa: F401 (webhook fixtures)
+
+
+@pytest.fixture
+def github(tmp_path):
+    """The GitHub REST emulator (tests/github_emulator.py) with an organization, for GIT_HOST=github."""
+    emulator = GitHubEmulator(tmp_path / "github", organization="sandbox-org").start()
+    yield emulator
+    emulator.stop()
 
 
 @pytest.fixture

@@ -47,13 +47,6 @@ DELETES_BEFORE_THE_OUTAGE = 4
 
 
 @pytest.fixture
-def github(tmp_path):
-    emulator = GitHubEmulator(tmp_path / "github", organization="sandbox-org").start()
-    yield emulator
-    emulator.stop()
-
-
-@pytest.fixture
 def expired_sandboxes(transactional_db, github) -> dict:
     """account id -> (repository name, snapshot id), all expired an hour ago."""
     backend = get_sandbox_backend()

@@ -45,7 +45,8 @@ FAILING = {
     "no deployment id": (
         {"GITHUB_ORG": "sandbox-org", "GITHUB_TOKEN": "ghp_x"},
         "GIT_HOST=github needs SANDBOX_DEPLOYMENT_ID, a name for this deployment that no other deployment using "
-        "the organization has (e.g. prod-eu); it marks every repository the service creates as its own",
+        "the organization or bucket has (e.g. prod-eu); it marks every repository and snapshot the service "
+        "creates as its own",
     ),
     "deployment id that cannot be a topic": (
         {"GITHUB_ORG": "sandbox-org", "GITHUB_TOKEN": "ghp_x", "SANDBOX_DEPLOYMENT_ID": "Prod_EU"},

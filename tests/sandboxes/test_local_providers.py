@@ -377,6 +377,13 @@ def test_snapshot_ids_that_could_leave_the_root_are_refused(backend, bad_id):
         backend.delete_snapshot(bad_id)
 
 
+@pytest.mark.parametrize("bad_id", ["../x", "snap_../../x", "snap_a.b"])
+def test_restoring_a_snapshot_id_that_is_not_one_is_refused_before_a_sandbox_is_made(backend, storage, bad_id):
+    with pytest.raises(SandboxBackendError, match="is not a valid id"):
+        backend.restore(bad_id)
+    assert not (storage.SANDBOX_ROOT / "sandboxes").exists()
+
+
 # --- LocalGitHost -----------------------------------------------------------------
 
 

@@ -167,7 +167,7 @@ def test_a_consistent_installation_has_nothing_to_report(people):
     assert summary.startswith(
         "Reconcile: checked 9; found 0 stale runs, 0 orphan repositories, "
         "0 repositories not marked as ours (left alone), 0 orphan snapshots, "
-        "0 rows whose snapshot is gone, 0 rows whose repository is gone; nothing changed (use --fix to fix)"
+        "0 snapshots not marked as ours (left alone), 0 rows whose snapshot is gone, 0 rows whose repository is gone; nothing changed (use --fix to fix)"
     )
 
 
@@ -264,7 +264,7 @@ def test_json_report_counts_each_kind(people, healthy):
     assert (report["fix"], report["ok"]) == (False, True)
     assert report["found"] == {
         "stale_run": 0, "orphan_repository": 1, "not_ours_repository": 0, "orphan_snapshot": 1,
-        "missing_snapshot": 0, "missing_repository": 0,
+        "not_ours_snapshot": 0, "missing_snapshot": 0, "missing_repository": 0,
     }
     # 2 repositories and 2 snapshots listed, 1 row compared.
     assert report["checked"] == 5
