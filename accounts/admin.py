@@ -33,6 +33,7 @@ from accounts.models import Account, ApiKey, AuditEvent
 from accounts.services import accounts_deactivate, api_key_create, api_keys_revoke
 from config.admin_audit import AuditedAdminMixin
 from config.admin_display import (
+    AddFormMixin,
     ReturnToPageAfterActionMixin,
     page_to_return_to,
     secret_shown_once,
@@ -373,7 +374,7 @@ class ApiKeyCreateForm(forms.ModelForm):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(AddFormMixin, admin.ModelAdmin):
     # The hash is never shown; the visible prefix is enough to recognise a key.
     list_display = ["prefix", "name", "account", "organization", "status", "created_at", "expires_at",
                     "revoked_at", "last_used_at"]
@@ -403,11 +404,6 @@ class ApiKeyAdmin(admin.ModelAdmin):
         # Only the name changes after creation: revoking goes through the
         # audited action, and a key's owner and lifetime are fixed.
         return [field for field in self.get_fields(request, obj) if field != "name"]
-
-    def get_form(self, request, obj=None, **kwargs):
-        if obj is None:
-            kwargs["form"] = self.add_form
-        return super().get_form(request, obj, **kwargs)
 
     @admin.display(description="status")
     def status(self, key):

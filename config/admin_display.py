@@ -73,3 +73,14 @@ def secret_shown_once(model_admin, request, *, title: str, original, **context) 
         **model_admin.admin_site.each_context(request), "title": title, "subtitle": None, "opts": model_admin.opts,
         "original": original, **context,
     })
+
+
+class AddFormMixin:
+    """A ModelAdmin whose add page uses a form of its own (`add_form`), as Django's UserAdmin does."""
+
+    add_form = None
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None and self.add_form is not None:
+            kwargs["form"] = self.add_form
+        return super().get_form(request, obj, **kwargs)

@@ -12,7 +12,7 @@ from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_variables
 
 from accounts.audit import Actor
-from config.admin_display import secret_shown_once
+from config.admin_display import AddFormMixin, secret_shown_once
 from config.admin_readonly import ReadOnlyAdminMixin
 from webhooks import delivery
 from webhooks.models import EVENT_TYPES, DeliveryAttempt, Endpoint, Event
@@ -61,7 +61,7 @@ class DeliveryAttemptInline(admin.TabularInline):
 
 
 @admin.register(Endpoint)
-class EndpointAdmin(admin.ModelAdmin):
+class EndpointAdmin(AddFormMixin, admin.ModelAdmin):
     list_display = ["id", "url", "owner", "types", "state", "failing_since", "created_at"]
     list_filter = ["is_active"]
     search_fields = ["url", "account__email", "account__id", "organization__slug"]
@@ -80,11 +80,6 @@ class EndpointAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return [] if obj is None else self.detail_fields
-
-    def get_form(self, request, obj=None, **kwargs):
-        if obj is None:
-            kwargs["form"] = self.add_form
-        return super().get_form(request, obj, **kwargs)
 
     @admin.display(description="receives events of")
     def owner(self, endpoint):
