@@ -239,3 +239,65 @@ def snapshot_s3_settings() -> dict:
         "connect_timeout": integer("SNAPSHOT_S3_CONNECT_TIMEOUT", 5, minimum=1),
         "read_timeout": integer("SNAPSHOT_S3_READ_TIMEOUT", 60, minimum=1),
     }
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([bkmg]?)b?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_DOCKER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_DOCKER_USER = re.compile(r"^(\d+)(?::(\d+))?$")
+# Docker refuses a memory limit below 6 MiB.
+_MIN_SANDBOX_MEMORY = 6 * 1024**2
+
+
+def size(name: str, default: str, *, minimum: int = 1) -> int:
+    """A size in bytes from '512m', '2g', '64k' or '1048576'."""
+    raw = os.environ.get(name) or default
+    match = _SIZE.match(raw)
+    if not match:
+        stop(f"{name} must be a size such as 512m, 2g or 65536 (bytes), not {raw!r}")
+    value = int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+    if value < minimum:
+        stop(f"{name} must be at least {minimum} bytes, not {raw!r}")
+    return value
+
+
+def docker_sandbox_settings() -> dict:
+    """The docker sandbox backend's settings (SANDBOX_BACKEND=docker): the image and each container's limits.
+
+    The engine itself is named by Docker's own DOCKER_HOST, DOCKER_TLS_VERIFY
+    and DOCKER_CERT_PATH, read by the Docker SDK.
+    """
+    image = text("SANDBOX_IMAGE", "sandbox-service-sandbox:latest")
+    if not image or any(character.isspace() for character in image):
+        stop(f"SANDBOX_IMAGE must name an image, e.g. sandbox-service-sandbox:latest, not {image!r}")
+    user = text("SANDBOX_USER", "1000:1000")
+    found = _DOCKER_USER.match(user)
+    if not found:
+        stop(f"SANDBOX_USER must be a numeric uid:gid such as 1000:1000, not {user!r}")
+    if int(found.group(1)) == 0 or found.group(2) == "0":
+        stop(f"SANDBOX_USER must not be root (uid or gid 0), not {user!r}: sandboxes run as a non-root user")
+    network = text("SANDBOX_NETWORK", "none")
+    if network in ("host", "bridge", "default") or network.startswith("container:") or not _DOCKER_NAME.match(network):
+        stop(f"SANDBOX_NETWORK must be none or the name of a Docker network made for sandboxes, not {network!r}"
+             " (never host, bridge or another container's network)")
+    raw_cpus = text("SANDBOX_CPUS", "1")
+    try:
+        cpus = float(raw_cpus)
+    except ValueError:
+        cpus = 0.0
+    if not 0.01 <= cpus <= 1024:
+        stop(f"SANDBOX_CPUS must be a number of CPUs such as 1 or 0.5, not {raw_cpus!r}")
+    runtime = text("SANDBOX_OCI_RUNTIME")
+    if runtime and not _DOCKER_NAME.match(runtime):
+        stop(f"SANDBOX_OCI_RUNTIME must be the name of a runtime the engine knows (e.g. runsc), not {runtime!r}")
+    return {
+        "image": image,
+        "user": user if found.group(2) else f"{user}:{user}",
+        "network": network,
+        "memory_bytes": size("SANDBOX_MEMORY", "512m", minimum=_MIN_SANDBOX_MEMORY),
+        "nano_cpus": int(cpus * 1_000_000_000),
+        "pids": integer("SANDBOX_PIDS", 256, minimum=8),
+        "tmp_bytes": size("SANDBOX_TMP_SIZE", "64m", minimum=1024**2),
+        "oci_runtime": runtime,
+        "engine_timeout": integer("SANDBOX_ENGINE_TIMEOUT", 60, minimum=1),
+    }

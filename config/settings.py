@@ -126,7 +126,10 @@ WHITENOISE_USE_FINDERS = True
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 
 # --- Sandboxes -----------------------------------------------------------------
-SANDBOX_BACKEND = env.choice("SANDBOX_BACKEND", "local", ("local",))
+# `local`: a scratch folder per sandbox on the worker (development, no isolation);
+# `docker`: a locked-down container per sandbox on the engine DOCKER_HOST names.
+SANDBOX_BACKEND = env.choice("SANDBOX_BACKEND", "local", ("local", "docker"))
+SANDBOX_DOCKER = env.docker_sandbox_settings() if SANDBOX_BACKEND == "docker" else None
 SANDBOX_ROOT = Path(env.text("SANDBOX_ROOT") or VAR_DIR / "sandboxes")
 SANDBOX_TEMPLATE_DIR = Path(env.text("SANDBOX_TEMPLATE_DIR") or BASE_DIR / "sandboxes" / "starter")
 SANDBOX_COMMAND_TIMEOUT = env.integer("SANDBOX_COMMAND_TIMEOUT", 60, minimum=1)
