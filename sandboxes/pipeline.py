@@ -4,8 +4,11 @@ Steps, each recorded on the run as it starts and ends:
 
 1. create_sandbox     start a sandbox in the backend
 2. ensure_repository  create the account's repository, or reuse it
-3. provision          write the starter layout, commit, push to the repository
-                      (a repository that already has content is checked out instead)
+3. provision          on the worker, in a checkout folder: write the starter layout,
+                      commit, push to the repository (a repository that already has
+                      content is fetched instead); then the checkout, .git included,
+                      is written into the sandbox. The git host's credentials stay on
+                      the worker and never enter a sandbox.
 4. snapshot           save the sandbox as a snapshot, with its file listing
 5. save_snapshot      point the account's Snapshot row at it, listing included (the previous
                       snapshot is deleted once nothing points at it)
@@ -22,9 +25,11 @@ the folders of this host, an unexpected exception) goes to the log.
 """
 
 import logging
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -40,15 +45,18 @@ from sandboxes.providers.base import (
     RETRY_BACKOFF_SECONDS,
     CommandResult,
     GitHost,
+    GitHostError,
     ProviderError,
     Repository,
     SandboxBackend,
     SandboxBackendError,
+    SandboxOwner,
     git_failure_is_transient,
     git_failure_summary,
     repository_name_for,
     repository_name_from_url,
 )
+from sandboxes.providers.process import run_command
 from webhooks.services import webhook_run_ended
 
 logger = logging.getLogger(__name__)
@@ -135,7 +143,13 @@ class StepRecorder:
 
 
 def _create_sandbox(context: SetupContext) -> str:
-    sandbox_id = context.backend.create()
+    run = context.run
+    # Labelled (by a container runtime) with the run that holds it and the
+    # moment the sweep gives the run up: past it, reconcile removes what is left.
+    sandbox_id = context.backend.create(owner=SandboxOwner(
+        account_id=str(run.account_id), run_id=run.pk,
+        expires_at=timezone.now() + timedelta(seconds=settings.SETUP_RUN_STALE_AFTER),
+    ))
     context.run.sandbox_id = sandbox_id
     context.run.save(update_fields=["sandbox_id"])
     return f"Sandbox {sandbox_id}"
@@ -163,7 +177,22 @@ def _starter_files() -> dict[str, bytes]:
     return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
 
 
-def _remote_git(context: SetupContext, argv: list[str], env) -> CommandResult:
+def _checkout_folder(context: SetupContext) -> Path:
+    """An empty folder on the worker for the run's git work; removed when the step ends."""
+    folder = Path(settings.SANDBOX_ROOT) / "checkouts" / context.run.pk
+    shutil.rmtree(folder, ignore_errors=True)  # a second delivery of the run's task
+    try:
+        folder.mkdir(parents=True)
+    except OSError as exc:
+        raise GitHostError("Could not make a checkout folder under SANDBOX_ROOT", detail=str(exc)) from None
+    return folder
+
+
+def _git(folder: Path, argv: list[str], env=None) -> CommandResult:
+    return run_command(argv, cwd=folder, env=env, timeout=settings.SANDBOX_COMMAND_TIMEOUT, error=GitHostError)
+
+
+def _remote_git(context: SetupContext, folder: Path, argv: list[str], env) -> CommandResult:
     """A git command that talks to the git host, retried as the host's API calls are.
 
     Only a transient failure is tried again (a 5xx, a dropped connection, a
@@ -174,13 +203,13 @@ def _remote_git(context: SetupContext, argv: list[str], env) -> CommandResult:
     retries = context.git_host.remote_retries
     for attempt in range(retries + 1):
         try:
-            return context.backend.run(context.run.sandbox_id, argv, env=env)
-        except SandboxBackendError as exc:
+            return _git(folder, argv, env)
+        except GitHostError as exc:
             output = f"{exc}\n{exc.detail}"  # git's stderr is in the detail, never in the run's error
             if attempt == retries or not git_failure_is_transient(output, just_created=context.repository_created):
                 summary = git_failure_summary(output)
                 if summary:
-                    raise SandboxBackendError(f"{exc}: {summary}", detail=exc.detail) from None
+                    raise GitHostError(f"{exc}: {summary}", detail=exc.detail) from None
                 raise
             logger.warning("Setup run %s: `git %s` failed (%s); trying again", context.run.pk, argv[1], exc)
             time.sleep(RETRY_BACKOFF_SECONDS * 2**attempt)
@@ -188,24 +217,36 @@ def _remote_git(context: SetupContext, argv: list[str], env) -> CommandResult:
 
 
 def _provision(context: SetupContext) -> str:
-    backend, sandbox_id = context.backend, context.run.sandbox_id
+    folder = _checkout_folder(context)
+    try:
+        detail = _prepare_checkout(context, folder)
+        context.backend.write_tree(context.run.sandbox_id, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return detail
+
+
+def _prepare_checkout(context: SetupContext, folder: Path) -> str:
+    """The repository's content in `folder`: the starter layout committed and pushed, or what it holds already."""
     target = context.git_host.push_target(repository=context.repository)
     # The repository's own default branch (`master`, say, for one with the
     # account's earlier work); a new repository's is `main`.
     branch = context.repository.default_branch
-    backend.run(sandbox_id, ["git", "init", "--quiet", f"--initial-branch={branch}"])
-    remote_head = _remote_git(context, ["git", "ls-remote", target.url, f"refs/heads/{branch}"], target.env)
+    _git(folder, ["git", "init", "--quiet", f"--initial-branch={branch}"])
+    remote_head = _remote_git(context, folder, ["git", "ls-remote", target.url, f"refs/heads/{branch}"], target.env)
     if remote_head.stdout.strip():
         # The repository has content already (an earlier setup, or the
         # account's own work): start the sandbox from it, never overwrite it.
-        _remote_git(context, ["git", "fetch", "--quiet", target.url, branch], target.env)
-        backend.run(sandbox_id, ["git", "checkout", "--quiet", "-B", branch, "FETCH_HEAD"])
+        _remote_git(context, folder, ["git", "fetch", "--quiet", target.url, branch], target.env)
+        _git(folder, ["git", "checkout", "--quiet", "-B", branch, "FETCH_HEAD"])
         return f"Checked out the repository's existing content (branch {branch})"
     files = _starter_files()
-    backend.write_files(sandbox_id, files)
-    backend.run(sandbox_id, ["git", "add", "--all"])
-    backend.run(sandbox_id, ["git", *COMMIT_IDENTITY, "commit", "--quiet", "--allow-empty", "-m", "Set up sandbox"])
-    _remote_git(context, ["git", "push", "--quiet", target.url, f"HEAD:refs/heads/{branch}"], target.env)
+    for relative, content in files.items():
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        (folder / relative).write_bytes(content)
+    _git(folder, ["git", "add", "--all"])
+    _git(folder, ["git", *COMMIT_IDENTITY, "commit", "--quiet", "--allow-empty", "-m", "Set up sandbox"])
+    _remote_git(context, folder, ["git", "push", "--quiet", target.url, f"HEAD:refs/heads/{branch}"], target.env)
     return f"Pushed {len(files)} starter files to branch {branch}"
 
 

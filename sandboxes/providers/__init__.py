@@ -20,6 +20,13 @@ def get_snapshot_store() -> SnapshotStore:
 
 
 def get_sandbox_backend() -> SandboxBackend:
+    if settings.SANDBOX_BACKEND == "docker":
+        from sandboxes.providers.docker_sandbox import DockerSandboxBackend, DockerSandboxSettings
+
+        return DockerSandboxBackend(settings=DockerSandboxSettings(**settings.SANDBOX_DOCKER),
+                                    store=get_snapshot_store(), scratch=Path(settings.SANDBOX_ROOT) / "scratch",
+                                    deployment_id=settings.SANDBOX_DEPLOYMENT_ID,
+                                    command_timeout=settings.SANDBOX_COMMAND_TIMEOUT)
     from sandboxes.providers.local_sandbox import LocalSandboxBackend
 
     return LocalSandboxBackend(root=settings.SANDBOX_ROOT, command_timeout=settings.SANDBOX_COMMAND_TIMEOUT,

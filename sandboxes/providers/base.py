@@ -8,6 +8,8 @@ raises these errors, never the types of the library it wraps.
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from django.utils.text import slugify
@@ -112,6 +114,33 @@ class CommandResult:
     exit_code: int
     stdout: str
     stderr: str
+
+
+@dataclass(frozen=True)
+class SandboxOwner:
+    """Whose a sandbox is and when it must be gone: what a container runtime labels it with."""
+
+    account_id: str = ""
+    run_id: str = ""  # the setup run that holds it, while it runs
+    expires_at: datetime | None = None  # past it, reconcile removes what is left of it
+
+
+@dataclass(frozen=True)
+class RuntimeResource:
+    """A container or volume of the runtime, as its labels describe it (reconcile compares them with the rows)."""
+
+    kind: str  # "container" or "volume"
+    name: str
+    sandbox_id: str = ""
+    account_id: str = ""
+    run_id: str = ""
+    expires_at: datetime | None = None
+    deployment: str = ""  # the deployment its mark names; "" when it carries none
+    owned: bool = False  # it carries this deployment's mark: the only kind ever removed
+
+    @property
+    def mark_description(self) -> str:
+        return describe_mark(owned=self.owned, deployment=self.deployment)
 
 
 # What a snapshot's listing leaves out: git's own folder is the repository's
@@ -257,11 +286,14 @@ def repository_name_from_url(url: str) -> str:
 class SandboxBackend(Protocol):
     name: str
 
-    def create(self) -> str:
+    def create(self, *, owner: SandboxOwner | None = None) -> str:
         """Start a sandbox and return its id."""
 
     def write_files(self, sandbox_id: str, files: Mapping[str, bytes]) -> None:
         """Write files (relative path → content) into the sandbox's workspace."""
+
+    def write_tree(self, sandbox_id: str, folder: Path) -> None:
+        """Copy a folder of the worker (a checkout, its .git included) into the sandbox's workspace."""
 
     def run(self, sandbox_id: str, argv: list[str], *, env: Mapping[str, str] | None = None) -> CommandResult:
         """Run a command in the workspace; raises SandboxBackendError if it fails or times out."""
@@ -269,7 +301,7 @@ class SandboxBackend(Protocol):
     def snapshot(self, sandbox_id: str) -> SnapshotInfo:
         """Save the workspace as a new snapshot."""
 
-    def restore(self, snapshot_id: str) -> str:
+    def restore(self, snapshot_id: str, *, owner: SandboxOwner | None = None) -> str:
         """Start a sandbox from a snapshot and return its id."""
 
     def read_file(self, snapshot_id: str, path: str, *, max_bytes: int) -> bytes:
@@ -292,6 +324,12 @@ class SandboxBackend(Protocol):
 
     def stop(self, sandbox_id: str) -> None:
         """Shut the sandbox down and free what it held; a stopped sandbox is a no-op."""
+
+    def runtime_resources(self) -> list[RuntimeResource]:
+        """The containers and volumes that carry a deployment's mark (none for a backend without a runtime)."""
+
+    def remove_runtime_resource(self, resource: RuntimeResource) -> bool:
+        """Remove a container or volume of this deployment's; False when it was already gone."""
 
 
 class GitHost(Protocol):

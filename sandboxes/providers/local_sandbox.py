@@ -12,7 +12,6 @@ snapshot is the workspace as a .tar.gz, kept by the snapshot store
 """
 
 import contextlib
-import os
 import secrets
 import shutil
 import tarfile
@@ -20,11 +19,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from sandboxes.providers.base import (
-    UNLISTED_FOLDERS,
     CommandResult,
-    FileEntry,
+    RuntimeResource,
     SandboxBackendError,
-    SnapshotFileNotFound,
+    SandboxOwner,
     SnapshotInfo,
     os_reason,
 )
@@ -32,27 +30,10 @@ from sandboxes.providers.process import run_command
 from sandboxes.providers.snapshot_store import (
     LocalSnapshotStore,
     SnapshotStore,
-    StoredSnapshot,
     checked_snapshot_id,
     sha256_of,
 )
-
-
-def _listing(workspace: Path) -> tuple[FileEntry, ...]:
-    """The folders and regular files of the workspace (not symlinks, not UNLISTED_FOLDERS), sorted by path."""
-    entries = []
-    for folder, subfolders, files in os.walk(workspace):
-        subfolders[:] = [name for name in subfolders if name not in UNLISTED_FOLDERS]
-        base = Path(folder)
-        for name in subfolders:
-            if not (base / name).is_symlink():
-                entries.append(FileEntry(path=(base / name).relative_to(workspace).as_posix(), type="tree"))
-        for name in files:
-            path = base / name
-            if path.is_file() and not path.is_symlink():
-                entries.append(FileEntry(path=path.relative_to(workspace).as_posix(), type="blob",
-                                         size=path.stat().st_size))
-    return tuple(sorted(entries, key=lambda entry: entry.path))
+from sandboxes.providers.workspace_archive import StoreBackedSnapshots, listing_of
 
 
 def _checked_id(value: str, prefix: str) -> str:
@@ -62,7 +43,7 @@ def _checked_id(value: str, prefix: str) -> str:
     return value
 
 
-class LocalSandboxBackend:
+class LocalSandboxBackend(StoreBackedSnapshots):
     name = "local"
 
     def __init__(self, *, root: Path, command_timeout: float, store: SnapshotStore | None = None):
@@ -81,7 +62,8 @@ class LocalSandboxBackend:
         return workspace
 
     # --- interface ---------------------------------------------------------
-    def create(self) -> str:
+    def create(self, *, owner: SandboxOwner | None = None) -> str:
+        # A folder has no labels: the owner is recorded by the caller (the run's sandbox_id).
         sandbox_id = "sbx_" + secrets.token_hex(10)
         sandbox_dir = self._sandbox_dir(sandbox_id)
         try:
@@ -105,6 +87,15 @@ class LocalSandboxBackend:
             except OSError as exc:
                 raise SandboxBackendError(f"Could not write {relative}: {os_reason(exc)}", detail=str(exc)) from None
 
+    def write_tree(self, sandbox_id: str, folder: Path) -> None:
+        workspace = self._workspace(sandbox_id)
+        try:
+            shutil.copytree(folder, workspace, symlinks=True, dirs_exist_ok=True)
+        except (OSError, shutil.Error) as exc:
+            reason = os_reason(exc) if isinstance(exc, OSError) else "some files could not be copied"
+            raise SandboxBackendError(f"Could not write the workspace of sandbox {sandbox_id}: {reason}",
+                                      detail=str(exc)) from None
+
     def run(self, sandbox_id: str, argv: list[str], *, env: Mapping[str, str] | None = None) -> CommandResult:
         workspace = self._workspace(sandbox_id)
         home = {"HOME": str(workspace.parent / "home")}
@@ -118,12 +109,18 @@ class LocalSandboxBackend:
         # The archive is written in the sandbox's scratch folder (which stop()
         # removes), then handed to the store.
         scratch = workspace.parent / f"{snapshot_id}.tar.gz"
+        members = []
+
+        def listed(member: tarfile.TarInfo) -> tarfile.TarInfo:
+            members.append(member)
+            return member
+
         try:
             try:
                 with tarfile.open(scratch, "w:gz") as tar:
-                    tar.add(workspace, arcname=".")
+                    tar.add(workspace, arcname=".", filter=listed)
                 checksum = sha256_of(scratch)
-                files = _listing(workspace)
+                files = listing_of(members)
             except OSError as exc:
                 raise SandboxBackendError(f"Could not write snapshot {snapshot_id}: {os_reason(exc)}",
                                           detail=str(exc)) from None
@@ -133,15 +130,9 @@ class LocalSandboxBackend:
                 scratch.unlink(missing_ok=True)
         return SnapshotInfo(snapshot_id=snapshot_id, checksum=checksum, size_bytes=size, files=files)
 
-    def read_file(self, snapshot_id: str, path: str, *, max_bytes: int) -> bytes:
-        # One member is read from the store's archive as a stream; nothing is extracted to disk.
-        if set(Path(path).parts) & UNLISTED_FOLDERS:
-            raise SnapshotFileNotFound(f"No file {path} in snapshot {snapshot_id}")
-        return self.store.read_file(snapshot_id, path, max_bytes=max_bytes)
-
-    def restore(self, snapshot_id: str) -> str:
+    def restore(self, snapshot_id: str, *, owner: SandboxOwner | None = None) -> str:
         checked_snapshot_id(snapshot_id)  # before a sandbox is made for it
-        sandbox_id = self.create()
+        sandbox_id = self.create(owner=owner)
         scratch = self._sandbox_dir(sandbox_id) / f"{snapshot_id}.tar.gz"
         try:
             self.store.get(snapshot_id, scratch)
@@ -159,18 +150,6 @@ class LocalSandboxBackend:
                 scratch.unlink(missing_ok=True)
         return sandbox_id
 
-    def snapshot_exists(self, snapshot_id: str) -> bool:
-        return self.store.exists(snapshot_id)
-
-    def stored_snapshots(self) -> list[StoredSnapshot]:
-        return self.store.list()
-
-    def list_snapshots(self) -> list[str]:
-        return sorted(stored.snapshot_id for stored in self.store.list() if stored.owned)
-
-    def delete_snapshot(self, snapshot_id: str) -> bool:
-        return self.store.delete(snapshot_id)
-
     def stop(self, sandbox_id: str) -> None:
         sandbox_dir = self._sandbox_dir(sandbox_id)
         try:
@@ -179,3 +158,10 @@ class LocalSandboxBackend:
             return
         except OSError as exc:
             raise SandboxBackendError(f"Could not shut sandbox {sandbox_id} down: {os_reason(exc)}", detail=str(exc)) from None
+
+    # Folders have no labels to list: a sandbox's folder lives as long as the run that made it.
+    def runtime_resources(self) -> list[RuntimeResource]:
+        return []
+
+    def remove_runtime_resource(self, resource: RuntimeResource) -> bool:
+        raise SandboxBackendError("The local backend has no containers or volumes")

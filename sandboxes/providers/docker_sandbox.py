@@ -1,0 +1,402 @@
+"""The docker sandbox backend: a locked-down container per sandbox, through the Docker SDK for Python.
+
+The only module that imports `docker`. The engine is the one Docker's own
+environment names (DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH): the local
+socket by default, a remote engine over TLS the same way.
+
+A sandbox is a container of SANDBOX_IMAGE with its workspace at /workspace, a
+named volume (a tmpfs there would not take `put_archive` under a read-only
+root). Safe by default, whatever the image says:
+
+- the user SANDBOX_USER (never root), every capability dropped,
+  no-new-privileges, a read-only root file system, /tmp a small tmpfs
+  (noexec, nosuid, nodev);
+- no network but loopback (SANDBOX_NETWORK=none), or a named network an
+  operator made for sandboxes; never the host's;
+- memory equal to memory+swap (no swap), CPUs, a pids limit, an init process
+  (tini) as PID 1, so no zombie outlives a command;
+- never privileged, never a mounted Docker socket; SANDBOX_OCI_RUNTIME (gVisor's
+  runsc, say) is passed through.
+
+Files go in with `put_archive` and come out with `get_archive`, as streams
+rewritten member by member on the worker (workspace_archive.py): a snapshot
+has the same format and checksum as the local backend's. Credentials never
+enter a container: git runs on the worker (the setup pipeline).
+
+Every container and volume carries labels: this deployment's mark, the
+account, the sandbox id, the run that holds it and when it must be gone.
+Reconcile lists them by those labels and removes only this deployment's.
+https://docs.docker.com/reference/api/engine/version/v1.41/
+"""
+
+import contextlib
+import secrets
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import docker.errors
+import requests.exceptions
+from docker.types import Mount
+
+import docker
+from sandboxes.providers.base import (
+    CommandResult,
+    RuntimeResource,
+    SandboxBackendError,
+    SandboxOwner,
+    SnapshotInfo,
+    os_reason,
+)
+from sandboxes.providers.snapshot_store import SnapshotStore, checked_snapshot_id
+from sandboxes.providers.workspace_archive import (
+    ChunkStream,
+    StoreBackedSnapshots,
+    archive_for_sandbox,
+    files_for_sandbox,
+    folder_for_sandbox,
+    snapshot_members_of,
+    write_snapshot_archive,
+)
+
+WORKSPACE = "/workspace"
+# The engine's API version the backend speaks: Docker 20.10 and every later
+# engine answer it, and naming it spares a round trip to ask.
+API_VERSION = "1.41"
+LABEL_PREFIX = "sandbox-service."
+DEPLOYMENT_LABEL = LABEL_PREFIX + "deployment"
+ACCOUNT_LABEL = LABEL_PREFIX + "account"
+SANDBOX_LABEL = LABEL_PREFIX + "sandbox"
+RUN_LABEL = LABEL_PREFIX + "run"
+EXPIRES_LABEL = LABEL_PREFIX + "expires-at"
+# The container's own process: it only keeps the container alive for the
+# commands run in it, and ends at once on SIGTERM (tini forwards it).
+KEEP_ALIVE = ["sleep", "infinity"]
+# Removing a sandbox is tried again while the engine does not answer (a
+# restart takes a second or two): what a run made must not outlive it.
+REMOVE_ATTEMPTS = 4
+REMOVE_BACKOFF_SECONDS = 0.5
+SPOOL_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class DockerSandboxSettings:
+    image: str
+    user: str  # "uid:gid"
+    network: str
+    memory_bytes: int
+    nano_cpus: int
+    pids: int
+    tmp_bytes: int
+    oci_runtime: str
+    engine_timeout: int
+
+    @property
+    def uid_gid(self) -> tuple[int, int]:
+        uid, _, gid = self.user.partition(":")
+        return int(uid), int(gid or uid)
+
+
+def _first_line(text: str) -> str:
+    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+
+
+def _engine_reason(exc: Exception, *, timeout: int) -> str | None:
+    """What an engine failure means, in words; None when it is not one of those we name."""
+    if isinstance(exc, requests.exceptions.Timeout):
+        return f"the Docker engine did not answer within {timeout} s"
+    if isinstance(exc, requests.exceptions.ConnectionError | ConnectionError | FileNotFoundError):
+        return "the Docker engine does not answer (DOCKER_HOST, or the local socket)"
+    if isinstance(exc, docker.errors.DockerException) and not isinstance(exc, docker.errors.APIError):
+        text = str(exc)
+        if "Connection" in text or "connect" in text or "No such file" in text:
+            return "the Docker engine does not answer (DOCKER_HOST, or the local socket)"
+        return "the Docker engine's settings (DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH) cannot be used"
+    if isinstance(exc, docker.errors.APIError):
+        explanation = str(exc.explanation or exc)
+        if "no space left on device" in explanation.lower():
+            return "the Docker engine's disk is full"
+    return None
+
+
+def _parse_time(value: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+
+
+class DockerSandboxBackend(StoreBackedSnapshots):
+    name = "docker"
+
+    def __init__(self, *, settings: DockerSandboxSettings, store: SnapshotStore, scratch: Path,
+                 deployment_id: str, command_timeout: float):
+        self.settings = settings
+        self.store = store
+        self.scratch = Path(scratch)  # the worker's folder for archives on their way to or from the store
+        self.deployment_id = deployment_id
+        self.command_timeout = command_timeout
+        self._client = None
+
+    # --- the engine ----------------------------------------------------------
+    @property
+    def api(self) -> docker.APIClient:
+        if self._client is None:
+            with self._translated("reach the engine"):
+                self._client = docker.from_env(version=API_VERSION, timeout=self.settings.engine_timeout)
+        return self._client.api
+
+    @contextlib.contextmanager
+    def _translated(self, action: str, sandbox_id: str = "") -> Iterator[None]:
+        """Docker's and requests' exceptions as SandboxBackendError, with a sentence a client can act on."""
+        try:
+            yield
+        except SandboxBackendError:
+            raise
+        except docker.errors.ImageNotFound as exc:
+            raise SandboxBackendError(
+                f"The sandbox image {self.settings.image!r} (SANDBOX_IMAGE) is not on the Docker engine; build it "
+                "(docker/sandbox.Dockerfile) or set SANDBOX_IMAGE to an image the engine has",
+                detail=str(exc)) from None
+        except docker.errors.NotFound as exc:
+            subject = f"Sandbox {sandbox_id}" if sandbox_id else "The sandbox"
+            raise SandboxBackendError(f"{subject} is not running (its container is gone)", detail=str(exc)) from None
+        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
+            reason = _engine_reason(exc, timeout=self.settings.engine_timeout)
+            if reason is None and isinstance(exc, docker.errors.APIError):
+                explanation = _first_line(str(exc.explanation or ""))
+                # The engine's own words, unless they name its folders.
+                said = f": {explanation}" if explanation and "/" not in explanation else ""
+                reason = f"the Docker engine refused (HTTP {exc.status_code}){said}"
+            elif reason is None:
+                reason = os_reason(exc) if isinstance(exc, OSError) else type(exc).__name__
+            raise SandboxBackendError(f"Could not {action}: {reason}", detail=repr(exc)) from None
+
+    def ping(self) -> None:
+        """Raise SandboxBackendError unless the engine answers and holds SANDBOX_IMAGE."""
+        with self._translated("reach the Docker engine"):
+            self.api.ping()
+            self.api.inspect_image(self.settings.image)
+
+    # --- names and labels ------------------------------------------------------
+    def _container_name(self, sandbox_id: str) -> str:
+        return f"{self.deployment_id}-{self._checked_id(sandbox_id)}"
+
+    def _volume_name(self, sandbox_id: str) -> str:
+        return f"{self._container_name(sandbox_id)}-workspace"
+
+    @staticmethod
+    def _checked_id(sandbox_id: str) -> str:
+        if not sandbox_id.startswith("sbx_") or not sandbox_id[4:].isalnum():
+            raise SandboxBackendError(f"{sandbox_id!r} is not a valid id")
+        return sandbox_id
+
+    def _labels(self, sandbox_id: str, owner: SandboxOwner) -> dict[str, str]:
+        labels = {
+            DEPLOYMENT_LABEL: self.deployment_id,
+            SANDBOX_LABEL: sandbox_id,
+            ACCOUNT_LABEL: str(owner.account_id or ""),
+            RUN_LABEL: owner.run_id,
+        }
+        if owner.expires_at is not None:
+            labels[EXPIRES_LABEL] = owner.expires_at.isoformat()
+        return labels
+
+    def _host_config(self, volume: str) -> dict:
+        settings = self.settings
+        return self.api.create_host_config(
+            mounts=[Mount(target=WORKSPACE, source=volume, type="volume")],
+            read_only=True,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            tmpfs={"/tmp": f"rw,noexec,nosuid,nodev,size={settings.tmp_bytes}"},
+            network_mode=settings.network,
+            mem_limit=settings.memory_bytes,
+            memswap_limit=settings.memory_bytes,
+            nano_cpus=settings.nano_cpus,
+            pids_limit=settings.pids,
+            init=True,
+            privileged=False,
+            runtime=settings.oci_runtime or None,
+        )
+
+    # --- interface -----------------------------------------------------------
+    def create(self, *, owner: SandboxOwner | None = None) -> str:
+        sandbox_id = "sbx_" + secrets.token_hex(10)
+        labels = self._labels(sandbox_id, owner or SandboxOwner())
+        volume = self._volume_name(sandbox_id)
+        try:
+            with self._translated("start a sandbox", sandbox_id):
+                self.api.create_volume(name=volume, labels=labels)
+                container = self.api.create_container(
+                    self.settings.image,
+                    command=KEEP_ALIVE,
+                    name=self._container_name(sandbox_id),
+                    user=self.settings.user,
+                    working_dir=WORKSPACE,
+                    labels=labels,
+                    host_config=self._host_config(volume),
+                )
+                self.api.start(container["Id"])
+        except SandboxBackendError:
+            with contextlib.suppress(SandboxBackendError):
+                self.stop(sandbox_id)
+            raise
+        return sandbox_id
+
+    def _running_container(self, sandbox_id: str) -> str:
+        """The container's name once it is known to run; a readable reason when it died."""
+        name = self._container_name(sandbox_id)
+        state = self.api.inspect_container(name)["State"]
+        if state.get("Running") and not state.get("Paused"):
+            return name
+        if state.get("OOMKilled"):
+            reason = "it ran out of memory (SANDBOX_MEMORY)"
+        elif state.get("ExitCode") == 137:
+            reason = "it was killed"
+        else:
+            reason = f"it exited with status {state.get('ExitCode')}"
+        raise SandboxBackendError(f"The container of sandbox {sandbox_id} stopped unexpectedly: {reason}")
+
+    def _put(self, sandbox_id: str, write) -> None:
+        """Hand the sandbox an archive that `write(file)` makes: spooled, then streamed to the engine."""
+        uid, gid = self.settings.uid_gid
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES, dir=self._scratch()) as archive:
+            write(archive, uid=uid, gid=gid)
+            archive.seek(0)
+            container = self._running_container(sandbox_id)
+            if not self.api.put_archive(container, WORKSPACE, archive):
+                raise SandboxBackendError(f"The Docker engine did not take the files of sandbox {sandbox_id}")
+
+    def write_files(self, sandbox_id: str, files: Mapping[str, bytes]) -> None:
+        for relative in files:
+            parts = Path(relative).parts
+            if Path(relative).is_absolute() or ".." in parts or not parts:
+                raise SandboxBackendError(f"{relative!r} is outside the sandbox")
+        with self._translated(f"write files into sandbox {sandbox_id}", sandbox_id):
+            self._put(sandbox_id, lambda archive, **owner: files_for_sandbox(files, archive, **owner))
+
+    def write_tree(self, sandbox_id: str, folder: Path) -> None:
+        with self._translated(f"write the workspace of sandbox {sandbox_id}", sandbox_id):
+            self._put(sandbox_id, lambda archive, **owner: folder_for_sandbox(folder, archive, **owner))
+
+    def run(self, sandbox_id: str, argv: list[str], *, env: Mapping[str, str] | None = None) -> CommandResult:
+        # The limit holds inside the container too: `timeout` kills the process there.
+        seconds = f"{self.command_timeout:g}"
+        with self._translated(f"run `{argv[0]}` in sandbox {sandbox_id}", sandbox_id):
+            container = self._running_container(sandbox_id)
+            result = self.api.exec_create(
+                container, ["timeout", "-s", "KILL", seconds, *argv], user=self.settings.user,
+                workdir=WORKSPACE, environment=dict(env or {}),
+            )
+            output = self.api.exec_start(result["Id"], demux=True)
+            exit_code = self.api.exec_inspect(result["Id"])["ExitCode"]
+        stdout, stderr = ((part or b"").decode("utf-8", "replace") for part in (output or (b"", b"")))
+        if exit_code == 137:
+            raise SandboxBackendError(f"`{' '.join(argv[:2])}` did not finish within {seconds} s")
+        if exit_code != 0:
+            raise SandboxBackendError(f"`{' '.join(argv[:2])}` failed with exit status {exit_code}",
+                                      detail=(stderr or stdout)[-500:])
+        return CommandResult(exit_code=exit_code, stdout=stdout, stderr=stderr)
+
+    def _scratch(self) -> Path:
+        try:
+            self.scratch.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SandboxBackendError(f"Could not make the scratch folder (SANDBOX_ROOT): {os_reason(exc)}",
+                                      detail=str(exc)) from None
+        return self.scratch
+
+    def snapshot(self, sandbox_id: str) -> SnapshotInfo:
+        snapshot_id = "snap_" + secrets.token_hex(12)
+        archive = self._scratch() / f"{snapshot_id}.tar.gz"
+        try:
+            with self._translated(f"take a snapshot of sandbox {sandbox_id}", sandbox_id):
+                container = self._running_container(sandbox_id)
+                chunks, _stat = self.api.get_archive(container, WORKSPACE)
+                members = snapshot_members_of(ChunkStream(chunks), top=Path(WORKSPACE).name)
+                checksum, files = write_snapshot_archive(members, archive)
+                # A container that died while its archive was read gives a short one.
+                self._running_container(sandbox_id)
+            size = self.store.put(snapshot_id, archive, checksum=checksum)
+        finally:
+            with contextlib.suppress(OSError):
+                archive.unlink(missing_ok=True)
+        return SnapshotInfo(snapshot_id=snapshot_id, checksum=checksum, size_bytes=size, files=files)
+
+    def restore(self, snapshot_id: str, *, owner: SandboxOwner | None = None) -> str:
+        checked_snapshot_id(snapshot_id)  # before a sandbox is made for it
+        archive = self._scratch() / f"{snapshot_id}-{secrets.token_hex(4)}.tar.gz"
+        try:
+            self.store.get(snapshot_id, archive)
+            sandbox_id = self.create(owner=owner)
+            try:
+                with self._translated(f"restore snapshot {snapshot_id}", sandbox_id), archive.open("rb") as source:
+                    self._put(sandbox_id, lambda target, **ids: archive_for_sandbox(source, target, **ids))
+            except Exception:
+                with contextlib.suppress(SandboxBackendError):
+                    self.stop(sandbox_id)
+                raise
+        finally:
+            with contextlib.suppress(OSError):
+                archive.unlink(missing_ok=True)
+        return sandbox_id
+
+    def stop(self, sandbox_id: str) -> None:
+        container, volume = self._container_name(sandbox_id), self._volume_name(sandbox_id)
+        self._remove(lambda: self.api.remove_container(container, force=True), f"sandbox {sandbox_id}")
+        self._remove(lambda: self.api.remove_volume(volume, force=True), f"the workspace of sandbox {sandbox_id}")
+
+    def _remove(self, remove, what: str) -> bool:
+        """Remove a container or volume; False when it was gone. Tried again while the engine does not answer."""
+        for attempt in range(REMOVE_ATTEMPTS):
+            try:
+                with self._translated(f"remove {what}"):
+                    try:
+                        remove()
+                    except docker.errors.NotFound:
+                        return False
+                return True
+            except SandboxBackendError as exc:
+                engine_down = "does not answer" in str(exc) or "did not answer" in str(exc)
+                conflict = "HTTP 409" in str(exc)  # a removal already in progress
+                if attempt == REMOVE_ATTEMPTS - 1 or not (engine_down or conflict):
+                    raise
+                time.sleep(REMOVE_BACKOFF_SECONDS * 2**attempt)
+        raise AssertionError("unreachable")
+
+    # --- what reconcile sees ---------------------------------------------------
+    def _resource(self, kind: str, name: str, labels: Mapping[str, str] | None) -> RuntimeResource:
+        labels = labels or {}
+        deployment = labels.get(DEPLOYMENT_LABEL, "")
+        return RuntimeResource(
+            kind=kind,
+            name=name,
+            sandbox_id=labels.get(SANDBOX_LABEL, ""),
+            account_id=labels.get(ACCOUNT_LABEL, ""),
+            run_id=labels.get(RUN_LABEL, ""),
+            expires_at=_parse_time(labels.get(EXPIRES_LABEL, "")),
+            deployment=deployment,
+            owned=deployment == self.deployment_id,
+        )
+
+    def runtime_resources(self) -> list[RuntimeResource]:
+        """Every container (running or not) and volume that carries a deployment's mark, this one's or not."""
+        marked = {"label": [DEPLOYMENT_LABEL]}
+        with self._translated("list the sandboxes' containers and volumes"):
+            containers = self.api.containers(all=True, filters=marked)
+            volumes = self.api.volumes(filters=marked).get("Volumes") or []
+        found = [self._resource("container", container["Names"][0].lstrip("/"), container.get("Labels"))
+                 for container in containers]
+        found += [self._resource("volume", volume["Name"], volume.get("Labels")) for volume in volumes]
+        return found
+
+    def remove_runtime_resource(self, resource: RuntimeResource) -> bool:
+        if not resource.owned:
+            raise SandboxBackendError(f"{resource.kind} {resource.name} {resource.mark_description}; it is never removed")
+        if resource.kind == "container":
+            return self._remove(lambda: self.api.remove_container(resource.name, force=True), resource.name)
+        return self._remove(lambda: self.api.remove_volume(resource.name, force=True), resource.name)
