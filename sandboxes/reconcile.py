@@ -23,6 +23,12 @@ Steps, in this order (each one's fix can only help the ones after it):
                     (fixed by deleting the row: a row must name a snapshot that
                     exists) or at a repository the host does not hold (fixed by
                     clearing the row's repository)
+6. leftover         containers and volumes of a container runtime (the docker
+   sandboxes        backend) that carry a deployment's mark, listed by that
+                    label: those of this deployment that no running setup holds,
+                    or that are past the moment their label says they must be
+                    gone, are removed; another deployment's are listed as not
+                    ours and are never removed
 
 Every step walks its items in batches with a constant number of queries per
 batch, checks each item again just before fixing it, and goes on past a
@@ -52,6 +58,7 @@ from sandboxes.providers import get_git_host, get_sandbox_backend
 from sandboxes.providers.base import (
     ProviderError,
     Repository,
+    RuntimeResource,
     account_id_of_repository,
     repository_name_from_url,
 )
@@ -72,6 +79,8 @@ class FindingKind:
     NOT_OURS_SNAPSHOT = "not_ours_snapshot"  # reported only: never fixed
     MISSING_SNAPSHOT = "missing_snapshot"
     MISSING_REPOSITORY = "missing_repository"
+    LEFTOVER_SANDBOX = "leftover_sandbox"
+    NOT_OURS_SANDBOX = "not_ours_sandbox"  # reported only: never fixed
 
     LABELS: ClassVar[dict[str, str]] = {
         STALE_RUN: "stale runs",
@@ -81,6 +90,8 @@ class FindingKind:
         NOT_OURS_SNAPSHOT: "snapshots not marked as ours (left alone)",
         MISSING_SNAPSHOT: "rows whose snapshot is gone",
         MISSING_REPOSITORY: "rows whose repository is gone",
+        LEFTOVER_SANDBOX: "leftover sandbox containers and volumes",
+        NOT_OURS_SANDBOX: "sandbox containers and volumes not marked as ours (left alone)",
     }
     SUBJECTS: ClassVar[dict[str, str]] = {
         STALE_RUN: "stale run",
@@ -90,6 +101,8 @@ class FindingKind:
         NOT_OURS_SNAPSHOT: "snapshot without this deployment's mark",
         MISSING_SNAPSHOT: "row of snapshot",
         MISSING_REPOSITORY: "row of snapshot",
+        LEFTOVER_SANDBOX: "leftover sandbox",
+        NOT_OURS_SANDBOX: "sandbox without this deployment's mark",
     }
     FIXES: ClassVar[dict[str, str]] = {
         STALE_RUN: "marked failed",
@@ -99,6 +112,8 @@ class FindingKind:
         NOT_OURS_SNAPSHOT: "left alone",
         MISSING_SNAPSHOT: "row deleted",
         MISSING_REPOSITORY: "repository cleared from the row",
+        LEFTOVER_SANDBOX: "removed",
+        NOT_OURS_SANDBOX: "left alone",
     }
 
 
@@ -194,6 +209,13 @@ def _in_parallel(action: Callable, items: list, concurrency: int) -> list:
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             return list(pool.map(action, items))
     return [action(item) for item in items]
+
+
+def _account_id_or_none(value: str) -> str | None:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
 
 
 def _chunks(items: list, size: int) -> Iterable[list]:
@@ -436,6 +458,52 @@ class _Reconciler:
                     finding.reason += "; the row was saved again meanwhile and is left as it is"
             self.record_fixes(missing_snapshot + missing_repository)
 
+    # --- 6. leftover sandboxes -------------------------------------------------------
+    def leftover_sandboxes(self, resources: list[RuntimeResource]) -> None:
+        """Containers and volumes: ours are held by a running setup until the moment their label names."""
+        # Containers before volumes: a volume in use cannot be removed.
+        resources = sorted(resources, key=lambda resource: resource.kind != "container")
+        for chunk in _chunks(resources, self.batch_size):
+            if self.out_of_time():
+                return
+            running = set(SetupRun.objects.filter(pk__in={resource.run_id for resource in chunk},
+                                                  status__in=SetupRun.ACTIVE_STATUSES).values_list("pk", flat=True))
+            found = [(resource, self._leftover(resource, running, timezone.now())) for resource in chunk]
+            found = [(resource, finding) for resource, finding in found if finding is not None]
+            self.report.findings += [finding for _resource, finding in found]
+            fixable = [(resource, finding) for resource, finding in found if resource.owned]
+            if fixable and self.report.fix:
+                for item in fixable:
+                    self._remove_runtime_resource(item)
+                existing = {str(i) for i in Account.objects.filter(
+                    pk__in=[finding.account_id for _resource, finding in fixable if finding.account_id]
+                ).values_list("pk", flat=True)}
+                self.record_fixes([finding for _resource, finding in fixable], existing_accounts=existing)
+            self.checked(len(chunk))
+
+    @staticmethod
+    def _leftover(resource: RuntimeResource, running: set[str], now) -> Finding | None:
+        """The finding about a container or volume; None for one of ours that a running setup holds."""
+        subject, account_id = f"{resource.kind} {resource.name}", _account_id_or_none(resource.account_id)
+        if not resource.owned:
+            return Finding(kind=FindingKind.NOT_OURS_SANDBOX, subject=subject, account_id=None,
+                           reason=f"it {resource.mark_description}, so it is never removed")
+        if resource.expires_at is not None and resource.expires_at <= now:
+            reason = f"past its time ({format_moment(resource.expires_at)})"
+        elif resource.run_id in running:
+            return None
+        else:
+            reason = f"setup run {resource.run_id}, which held it, is over" if resource.run_id else "no setup run holds it"
+        return Finding(kind=FindingKind.LEFTOVER_SANDBOX, subject=subject, account_id=account_id, reason=reason)
+
+    def _remove_runtime_resource(self, item: tuple[RuntimeResource, Finding]) -> None:
+        resource, finding = item
+        try:
+            self.providers.backend().remove_runtime_resource(resource)
+            finding.fixed = True
+        except ProviderError as exc:
+            finding.error = str(exc)
+
     # --- the run ---------------------------------------------------------------------
     def run(self) -> ReconcileReport:
         self.stale_runs()
@@ -443,6 +511,7 @@ class _Reconciler:
         try:
             repositories = get_git_host().list_all_repositories()
             stored = get_sandbox_backend().stored_snapshots()
+            resources = get_sandbox_backend().runtime_resources()
         except ProviderError as exc:
             self.report.error = f"the git host or the sandbox backend could not be listed ({exc})"
             return self.report
@@ -452,7 +521,7 @@ class _Reconciler:
         ours = [(repository, account_id) for repository, account_id in ours if account_id]
         snapshot_ids = {snapshot.snapshot_id for snapshot in stored if snapshot.owned}
         self.report.to_check = (
-            self.report.checked + len(ours) + len(stored)
+            self.report.checked + len(ours) + len(stored) + len(resources)
             + Snapshot.objects.filter(updated_at__lt=listed_at).count()
         )
         self.orphan_repositories(ours)
@@ -460,6 +529,7 @@ class _Reconciler:
         self.dangling_rows(snapshot_ids=snapshot_ids, repository_names=set(repository_names),
                            repository_ids={repository.id for repository in repositories if repository.id},
                            listed_at=listed_at)
+        self.leftover_sandboxes(resources)
         return self.report
 
 

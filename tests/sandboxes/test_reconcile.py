@@ -167,7 +167,8 @@ def test_a_consistent_installation_has_nothing_to_report(people):
     assert summary.startswith(
         "Reconcile: checked 9; found 0 stale runs, 0 orphan repositories, "
         "0 repositories not marked as ours (left alone), 0 orphan snapshots, "
-        "0 snapshots not marked as ours (left alone), 0 rows whose snapshot is gone, 0 rows whose repository is gone; nothing changed (use --fix to fix)"
+        "0 snapshots not marked as ours (left alone), 0 rows whose snapshot is gone, 0 rows whose repository is gone, "
+        "0 leftover sandbox containers and volumes, 0 sandbox containers and volumes not marked as ours (left alone); nothing changed (use --fix to fix)"
     )
 
 
@@ -265,6 +266,7 @@ def test_json_report_counts_each_kind(people, healthy):
     assert report["found"] == {
         "stale_run": 0, "orphan_repository": 1, "not_ours_repository": 0, "orphan_snapshot": 1,
         "not_ours_snapshot": 0, "missing_snapshot": 0, "missing_repository": 0,
+        "leftover_sandbox": 0, "not_ours_sandbox": 0,
     }
     # 2 repositories and 2 snapshots listed, 1 row compared.
     assert report["checked"] == 5
