@@ -184,3 +184,60 @@ def s3_store(settings, s3_server, monkeypatch):
     settings.SNAPSHOT_S3 = {"bucket": s3_server.new_bucket(), "prefix": "sandboxes/"}
     settings.SANDBOX_DEPLOYMENT_ID = "test-deployment"
     return settings
+
+
+def docker_test_image() -> str:
+    """The docker backend's test image: SANDBOX_TEST_IMAGE, default sandbox-test:busybox."""
+    import os
+
+    return os.environ.get("SANDBOX_TEST_IMAGE", "sandbox-test:busybox")
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    """A Docker SDK client of the engine at DOCKER_HOST or the local socket, for the docker backend's tests.
+
+    Skips the test when no engine answers or the test image is missing;
+    `bash docker/test-image.sh` builds it.
+    """
+    import docker
+
+    image = docker_test_image()
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as error:
+        pytest.skip(
+            f"no Docker engine answers at DOCKER_HOST or the local socket ({error}); "
+            "`bash docker/test-image.sh` builds the test image once one does"
+        )
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        client.close()
+        pytest.skip(
+            f"the test image {image} is missing: `bash docker/test-image.sh {image}` builds it"
+        )
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def docker_settings(settings, docker_engine):
+    """SANDBOX_BACKEND=docker with the docker backend's default settings, on the test image.
+
+    The SANDBOX_* variables of the environment the tests run in are left out, so
+    every test sees the defaults of config.environment.docker_sandbox_settings().
+    """
+    import os
+    from unittest import mock
+
+    from config.environment import docker_sandbox_settings
+
+    with mock.patch.dict(os.environ):
+        for name in [name for name in os.environ if name.startswith("SANDBOX_")]:
+            del os.environ[name]
+        os.environ["SANDBOX_IMAGE"] = docker_test_image()
+        settings.SANDBOX_DOCKER = docker_sandbox_settings()
+    settings.SANDBOX_BACKEND = "docker"
+    return settings
