@@ -1,4 +1,7 @@
+import sys
+
 from django.apps import AppConfig
+from django.conf import settings
 
 
 class SandboxesConfig(AppConfig):
@@ -11,3 +14,22 @@ class SandboxesConfig(AppConfig):
         from sandboxes.tasks import pass_task_id
 
         pre_execute.connect(pass_task_id, dispatch_uid="sandboxes.pass_task_id")
+        warn_if_the_sandbox_engine_is_unreachable(argv=sys.argv)
+
+
+def warn_if_the_sandbox_engine_is_unreachable(*, argv: list[str]) -> None:
+    """One line at a server's start when the docker backend's engine does not answer or lacks SANDBOX_IMAGE.
+
+    A warning, not a refusal: the web server still serves what needs no
+    engine, and setups fail with the same reason on their runs until it answers.
+    """
+    from config.environment import starts_a_server, warn
+    from sandboxes.providers import get_sandbox_backend
+    from sandboxes.providers.base import ProviderError
+
+    if settings.SANDBOX_BACKEND != "docker" or not starts_a_server(argv):
+        return
+    try:
+        get_sandbox_backend().ping()
+    except ProviderError as exc:
+        warn(f"SANDBOX_BACKEND=docker: {exc}")

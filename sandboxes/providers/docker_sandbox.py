@@ -177,7 +177,7 @@ class DockerSandboxBackend(StoreBackedSnapshots):
 
     def ping(self) -> None:
         """Raise SandboxBackendError unless the engine answers and holds SANDBOX_IMAGE."""
-        with self._translated("reach the Docker engine"):
+        with self._translated("start sandboxes"):
             self.api.ping()
             self.api.inspect_image(self.settings.image)
 
