@@ -38,11 +38,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import docker
 import docker.errors
 import requests.exceptions
 from docker.types import Mount
 
-import docker
 from sandboxes.providers.base import (
     CommandResult,
     RuntimeResource,
