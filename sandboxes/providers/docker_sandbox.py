@@ -80,6 +80,7 @@ KEEP_ALIVE = ["sleep", "infinity"]
 REMOVE_ATTEMPTS = 4
 REMOVE_BACKOFF_SECONDS = 0.5
 SPOOL_BYTES = 8 * 1024 * 1024
+SPOOL_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -268,7 +269,10 @@ class DockerSandboxBackend(StoreBackedSnapshots):
             write(archive, uid=uid, gid=gid)
             archive.seek(0)
             container = self._running_container(sandbox_id)
-            if not self.api.put_archive(container, WORKSPACE, archive):
+            # Sent in chunks: handed the file itself, requests would ask for its
+            # fileno(), which writes a spooled archive out to disk.
+            chunks = iter(lambda: archive.read(SPOOL_CHUNK), b"")
+            if not self.api.put_archive(container, WORKSPACE, chunks):
                 raise SandboxBackendError(f"The Docker engine did not take the files of sandbox {sandbox_id}")
 
     def write_files(self, sandbox_id: str, files: Mapping[str, bytes]) -> None:
