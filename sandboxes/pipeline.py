@@ -147,7 +147,7 @@ def _create_sandbox(context: SetupContext) -> str:
     # Labelled (by a container runtime) with the run that holds it and the
     # moment the sweep gives the run up: past it, reconcile removes what is left.
     sandbox_id = context.backend.create(owner=SandboxOwner(
-        account_id=str(run.account_id), run_id=run.pk,
+        account_id=str(run.account_id), holder=run.pk,
         expires_at=timezone.now() + timedelta(seconds=settings.SETUP_RUN_STALE_AFTER),
     ))
     context.run.sandbox_id = sandbox_id

@@ -466,7 +466,7 @@ class _Reconciler:
         for chunk in _chunks(resources, self.batch_size):
             if self.out_of_time():
                 return
-            running = set(SetupRun.objects.filter(pk__in={resource.run_id for resource in chunk},
+            running = set(SetupRun.objects.filter(pk__in={resource.holder for resource in chunk},
                                                   status__in=SetupRun.ACTIVE_STATUSES).values_list("pk", flat=True))
             found = [(resource, self._leftover(resource, running, timezone.now())) for resource in chunk]
             found = [(resource, finding) for resource, finding in found if finding is not None]
@@ -490,10 +490,10 @@ class _Reconciler:
                            reason=f"it {resource.mark_description}, so it is never removed")
         if resource.expires_at is not None and resource.expires_at <= now:
             reason = f"past its time ({format_moment(resource.expires_at)})"
-        elif resource.run_id in running:
+        elif resource.holder in running:
             return None
         else:
-            reason = f"setup run {resource.run_id}, which held it, is over" if resource.run_id else "no setup run holds it"
+            reason = f"setup run {resource.holder}, which held it, is over" if resource.holder else "no setup run holds it"
         return Finding(kind=FindingKind.LEFTOVER_SANDBOX, subject=subject, account_id=account_id, reason=reason)
 
     def _remove_runtime_resource(self, item: tuple[RuntimeResource, Finding]) -> None:

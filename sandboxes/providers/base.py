@@ -121,7 +121,7 @@ class SandboxOwner:
     """Whose a sandbox is and when it must be gone: what a container runtime labels it with."""
 
     account_id: str = ""
-    run_id: str = ""  # the setup run that holds it, while it runs
+    holder: str = ""  # the setup run (run_…) or live sandbox (sbx_…) that holds it
     expires_at: datetime | None = None  # past it, reconcile removes what is left of it
 
 
@@ -133,7 +133,7 @@ class RuntimeResource:
     name: str
     sandbox_id: str = ""
     account_id: str = ""
-    run_id: str = ""
+    holder: str = ""
     expires_at: datetime | None = None
     deployment: str = ""  # the deployment its mark names; "" when it carries none
     owned: bool = False  # it carries this deployment's mark: the only kind ever removed

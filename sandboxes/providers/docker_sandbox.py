@@ -24,7 +24,7 @@ has the same format and checksum as the local backend's. Credentials never
 enter a container: git runs on the worker (the setup pipeline).
 
 Every container and volume carries labels: this deployment's mark, the
-account, the sandbox id, the run that holds it and when it must be gone.
+account, the sandbox id, the run or live sandbox that holds it and when it must be gone.
 Reconcile lists them by those labels and removes only this deployment's.
 https://docs.docker.com/reference/api/engine/version/v1.41/
 """
@@ -70,7 +70,7 @@ LABEL_PREFIX = "sandbox-service."
 DEPLOYMENT_LABEL = LABEL_PREFIX + "deployment"
 ACCOUNT_LABEL = LABEL_PREFIX + "account"
 SANDBOX_LABEL = LABEL_PREFIX + "sandbox"
-RUN_LABEL = LABEL_PREFIX + "run"
+HOLDER_LABEL = LABEL_PREFIX + "holder"
 EXPIRES_LABEL = LABEL_PREFIX + "expires-at"
 # The container's own process: it only keeps the container alive for the
 # commands run in it, and ends at once on SIGTERM (tini forwards it).
@@ -200,7 +200,7 @@ class DockerSandboxBackend(StoreBackedSnapshots):
             DEPLOYMENT_LABEL: self.deployment_id,
             SANDBOX_LABEL: sandbox_id,
             ACCOUNT_LABEL: str(owner.account_id or ""),
-            RUN_LABEL: owner.run_id,
+            HOLDER_LABEL: owner.holder,
         }
         if owner.expires_at is not None:
             labels[EXPIRES_LABEL] = owner.expires_at.isoformat()
@@ -381,7 +381,7 @@ class DockerSandboxBackend(StoreBackedSnapshots):
             name=name,
             sandbox_id=labels.get(SANDBOX_LABEL, ""),
             account_id=labels.get(ACCOUNT_LABEL, ""),
-            run_id=labels.get(RUN_LABEL, ""),
+            holder=labels.get(HOLDER_LABEL, ""),
             expires_at=_parse_time(labels.get(EXPIRES_LABEL, "")),
             deployment=deployment,
             owned=deployment == self.deployment_id,

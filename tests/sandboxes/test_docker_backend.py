@@ -67,7 +67,7 @@ def inside(container, *command: str) -> tuple[int, str]:
 def test_a_sandbox_is_a_running_container_with_its_workspace_on_a_labelled_volume(
         backend, deployment, docker_engine, docker_settings):
     expires_at = timezone.now() + timedelta(minutes=5)
-    sandbox_id = backend.create(owner=SandboxOwner(account_id="acc-1", run_id="run_1", expires_at=expires_at))
+    sandbox_id = backend.create(owner=SandboxOwner(account_id="acc-1", holder="run_1", expires_at=expires_at))
 
     container = container_of(docker_engine, deployment, sandbox_id)
     assert container.status == "running"
@@ -76,7 +76,7 @@ def test_a_sandbox_is_a_running_container_with_its_workspace_on_a_labelled_volum
         "sandbox-service.deployment": deployment,
         "sandbox-service.sandbox": sandbox_id,
         "sandbox-service.account": "acc-1",
-        "sandbox-service.run": "run_1",
+        "sandbox-service.holder": "run_1",
         "sandbox-service.expires-at": expires_at.isoformat(),
     }
     assert container.labels == labels
