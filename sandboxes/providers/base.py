@@ -117,6 +117,30 @@ class CommandResult:
 
 
 @dataclass(frozen=True)
+class CommandOutput:
+    """What a client's command in a live sandbox did; exit_code is None for one killed at its time limit."""
+
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    timed_out: bool = False
+    duration_ms: int = 0
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """A client's command: an argument list (no shell), run in a folder of the workspace."""
+
+    command_id: str  # cmd_…: names its files in the sandbox's commands folder
+    argv: tuple[str, ...]
+    cwd: str = ""  # relative to the workspace, normalized; "" is the workspace
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    timeout_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
 class SandboxOwner:
     """Whose a sandbox is and when it must be gone: what a container runtime labels it with."""
 
@@ -324,6 +348,24 @@ class SandboxBackend(Protocol):
 
     def stop(self, sandbox_id: str) -> None:
         """Shut the sandbox down and free what it held; a stopped sandbox is a no-op."""
+
+    # --- live sandboxes: a client's commands ---------------------------------------
+    engine: str  # which engine holds the sandboxes this backend makes (recorded on a live sandbox's row)
+
+    def execute(self, sandbox_id: str, spec: CommandSpec, *, output_cap: int) -> CommandOutput:
+        """Run a client's command to its end or its time limit, killing it there inside and outside."""
+
+    def start_in_background(self, sandbox_id: str, spec: CommandSpec) -> None:
+        """Start a client's command; `background_output` reads it, `kill_command` stops it."""
+
+    def background_output(self, sandbox_id: str, command_id: str, *, output_cap: int) -> CommandOutput | None:
+        """A background command's output once it has ended (exit_code None when it was killed); None while it runs."""
+
+    def kill_command(self, sandbox_id: str, command_id: str) -> None:
+        """Kill a command's whole process group; a command that has ended is left as it is."""
+
+    def is_folder(self, sandbox_id: str, relative: str) -> bool:
+        """Whether a folder of the workspace exists (a command's `cwd`)."""
 
     def runtime_resources(self) -> list[RuntimeResource]:
         """The containers and volumes that carry a deployment's mark (none for a backend without a runtime)."""

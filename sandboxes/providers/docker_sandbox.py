@@ -30,8 +30,11 @@ https://docs.docker.com/reference/api/engine/version/v1.41/
 """
 
 import contextlib
+import os
 import secrets
+import socket
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -43,8 +46,11 @@ import docker.errors
 import requests.exceptions
 from docker.types import Mount
 
+from sandboxes.providers import commands
 from sandboxes.providers.base import (
+    CommandOutput,
     CommandResult,
+    CommandSpec,
     RuntimeResource,
     SandboxBackendError,
     SandboxOwner,
@@ -66,6 +72,7 @@ WORKSPACE = "/workspace"
 # The engine's API version the backend speaks: Docker 20.10 and every later
 # engine answer it, and naming it spares a round trip to ask.
 API_VERSION = "1.41"
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 LABEL_PREFIX = "sandbox-service."
 DEPLOYMENT_LABEL = LABEL_PREFIX + "deployment"
 ACCOUNT_LABEL = LABEL_PREFIX + "account"
@@ -79,6 +86,9 @@ KEEP_ALIVE = ["sleep", "infinity"]
 # restart takes a second or two): what a run made must not outlive it.
 REMOVE_ATTEMPTS = 4
 REMOVE_BACKOFF_SECONDS = 0.5
+# A client's command keeps its pid and background output here: outside the
+# workspace, so no snapshot holds them.
+COMMANDS_FOLDER = "/tmp/.commands"
 SPOOL_BYTES = 8 * 1024 * 1024
 SPOOL_CHUNK = 1024 * 1024
 
@@ -123,6 +133,12 @@ def _engine_reason(exc: Exception, *, timeout: int) -> str | None:
     return None
 
 
+def engine_address() -> str:
+    """The engine this process reaches: DOCKER_HOST; a local socket is this host's own, so it names the host."""
+    address = os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
+    return f"{address}#{socket.gethostname()}" if address.startswith("unix://") else address
+
+
 def _parse_time(value: str) -> datetime | None:
     try:
         return datetime.fromisoformat(value) if value else None
@@ -134,7 +150,9 @@ class DockerSandboxBackend(StoreBackedSnapshots):
     name = "docker"
 
     def __init__(self, *, settings: DockerSandboxSettings, store: SnapshotStore, scratch: Path,
-                 deployment_id: str, command_timeout: float):
+                 deployment_id: str, command_timeout: float, engine: str = ""):
+        """`engine`: the engine's address (a live sandbox's row records it); "" is DOCKER_HOST's."""
+        self._engine = engine
         self.settings = settings
         self.store = store
         self.scratch = Path(scratch)  # the worker's folder for archives on their way to or from the store
@@ -147,8 +165,20 @@ class DockerSandboxBackend(StoreBackedSnapshots):
     def api(self) -> docker.APIClient:
         if self._client is None:
             with self._translated("reach the engine"):
-                self._client = docker.from_env(version=API_VERSION, timeout=self.settings.engine_timeout)
+                options = docker.utils.kwargs_from_env()  # DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH
+                if self._engine and self._engine != engine_address():
+                    if self._engine.startswith("unix://"):
+                        host = self._engine.partition("#")[2]
+                        raise SandboxBackendError(f"The sandbox is held by the Docker engine of host {host}, "
+                                                  "which this server does not reach (set DOCKER_HOST)")
+                    options["base_url"] = self._engine  # another engine, with the same TLS settings
+                self._client = docker.DockerClient(version=API_VERSION, timeout=self.settings.engine_timeout,
+                                                   **options)
         return self._client.api
+
+    @property
+    def engine(self) -> str:
+        return self._engine or engine_address()
 
     @contextlib.contextmanager
     def _translated(self, action: str, sandbox_id: str = "") -> Iterator[None]:
@@ -305,6 +335,85 @@ class DockerSandboxBackend(StoreBackedSnapshots):
             raise SandboxBackendError(f"`{' '.join(argv[:2])}` failed with exit status {exit_code}",
                                       detail=(stderr or stdout)[-500:])
         return CommandResult(exit_code=exit_code, stdout=stdout, stderr=stderr)
+
+    # --- a client's commands ----------------------------------------------------------
+    def _exec(self, container: str, argv: list[str], *, env: Mapping[str, str] | None = None,
+              workdir: str = WORKSPACE) -> str:
+        return self.api.exec_create(container, argv, user=self.settings.user, workdir=workdir,
+                                    environment=dict(env or {}))["Id"]
+
+    def _script(self, sandbox_id: str, script: str, *arguments: str) -> tuple[int, bytes, bytes]:
+        """Run one of commands.py's programs; its exit status, stdout and stderr."""
+        container = self._running_container(sandbox_id)
+        exec_id = self._exec(container, ["sh", "-c", script, *arguments])
+        stdout, stderr = self.api.exec_start(exec_id, demux=True) or (b"", b"")
+        return self.api.exec_inspect(exec_id)["ExitCode"], stdout or b"", stderr or b""
+
+    def _command_argv(self, script: str, spec: CommandSpec) -> list[str]:
+        workdir = f"{WORKSPACE}/{spec.cwd}" if spec.cwd else WORKSPACE
+        return ["sh", "-c", script, spec.command_id, COMMANDS_FOLDER, workdir, f"{spec.timeout_seconds:g}",
+                *spec.argv]
+
+    def execute(self, sandbox_id: str, spec: CommandSpec, *, output_cap: int) -> CommandOutput:
+        output = commands.CappedOutput(cap=output_cap)
+        killed = threading.Event()
+
+        def kill_at_the_deadline():
+            killed.set()
+            with contextlib.suppress(SandboxBackendError):
+                self.kill_command(sandbox_id, spec.command_id)
+
+        deadline = threading.Timer(spec.timeout_seconds + commands.OUTSIDE_GRACE_SECONDS, kill_at_the_deadline)
+        with self._translated(f"run a command in sandbox {sandbox_id}", sandbox_id):
+            container = self._running_container(sandbox_id)
+            exec_id = self._exec(container, self._command_argv(commands.FOREGROUND, spec), env=spec.env)
+            started = time.monotonic()
+            deadline.start()
+            try:
+                for stdout, stderr in self.api.exec_start(exec_id, stream=True, demux=True):
+                    output.add("stdout", stdout)
+                    output.add("stderr", stderr)
+            finally:
+                deadline.cancel()
+            elapsed = time.monotonic() - started
+            exit_code = self.api.exec_inspect(exec_id)["ExitCode"]
+        timed_out = killed.is_set() or (exit_code in commands.TIMEOUT_STATUSES and elapsed >= spec.timeout_seconds)
+        return CommandOutput(
+            exit_code=None if timed_out else exit_code, stdout=output.text("stdout"), stderr=output.text("stderr"),
+            stdout_truncated=output.stdout_truncated, stderr_truncated=output.stderr_truncated, timed_out=timed_out,
+            duration_ms=int(elapsed * 1000),
+        )
+
+    def start_in_background(self, sandbox_id: str, spec: CommandSpec) -> None:
+        with self._translated(f"start a command in sandbox {sandbox_id}", sandbox_id):
+            container = self._running_container(sandbox_id)
+            exec_id = self._exec(container, self._command_argv(commands.BACKGROUND, spec), env=spec.env)
+            self.api.exec_start(exec_id, detach=True)
+
+    def background_output(self, sandbox_id: str, command_id: str, *, output_cap: int) -> CommandOutput | None:
+        with self._translated(f"read a command of sandbox {sandbox_id}", sandbox_id):
+            _status, stdout, stderr = self._script(sandbox_id, commands.READ_BACKGROUND, command_id, COMMANDS_FOLDER,
+                                                   str(output_cap + 1))
+        first_line, _, stdout = stdout.partition(b"\n")
+        state, exit_code = commands.background_state(first_line.decode("ascii", "replace"))
+        if state == "running":
+            return None
+        output = commands.CappedOutput(cap=output_cap)
+        output.add("stdout", stdout)
+        output.add("stderr", stderr)
+        timed_out = exit_code is None or exit_code in commands.TIMEOUT_STATUSES
+        return CommandOutput(exit_code=None if timed_out else exit_code, stdout=output.text("stdout"),
+                             stderr=output.text("stderr"), stdout_truncated=output.stdout_truncated,
+                             stderr_truncated=output.stderr_truncated, timed_out=timed_out)
+
+    def kill_command(self, sandbox_id: str, command_id: str) -> None:
+        with self._translated(f"kill a command of sandbox {sandbox_id}", sandbox_id):
+            self._script(sandbox_id, commands.KILL, command_id, COMMANDS_FOLDER)
+
+    def is_folder(self, sandbox_id: str, relative: str) -> bool:
+        with self._translated(f"look into sandbox {sandbox_id}", sandbox_id):
+            status, _out, _err = self._script(sandbox_id, commands.IS_FOLDER, f"{WORKSPACE}/{relative}")
+        return status == 0
 
     def _scratch(self) -> Path:
         try:

@@ -12,21 +12,30 @@ snapshot is the workspace as a .tar.gz, kept by the snapshot store
 """
 
 import contextlib
+import os
+import resource
 import secrets
+import selectors
 import shutil
+import socket
+import subprocess
 import tarfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from sandboxes.providers import commands
 from sandboxes.providers.base import (
+    CommandOutput,
     CommandResult,
+    CommandSpec,
     RuntimeResource,
     SandboxBackendError,
     SandboxOwner,
     SnapshotInfo,
     os_reason,
 )
-from sandboxes.providers.process import run_command
+from sandboxes.providers.process import BASE_ENV, run_command
 from sandboxes.providers.snapshot_store import (
     LocalSnapshotStore,
     SnapshotStore,
@@ -159,9 +168,110 @@ class LocalSandboxBackend(StoreBackedSnapshots):
         except OSError as exc:
             raise SandboxBackendError(f"Could not shut sandbox {sandbox_id} down: {os_reason(exc)}", detail=str(exc)) from None
 
+    # --- a client's commands: subprocesses of this host, no isolation (SANDBOX_LOCAL_EXEC) ----------------
+    @property
+    def engine(self) -> str:
+        return f"local#{socket.gethostname()}"
+
+    def _commands_folder(self, sandbox_id: str) -> Path:
+        return self._sandbox_dir(sandbox_id) / "commands"
+
+    def _command_argv(self, script: str, sandbox_id: str, spec: CommandSpec) -> list[str]:
+        workdir = self._workspace(sandbox_id) / spec.cwd if spec.cwd else self._workspace(sandbox_id)
+        return ["sh", "-c", script, spec.command_id, str(self._commands_folder(sandbox_id)), str(workdir),
+                f"{spec.timeout_seconds:g}", *spec.argv]
+
+    def _command_env(self, sandbox_id: str, spec: CommandSpec) -> dict[str, str]:
+        return {**BASE_ENV, "HOME": str(self._sandbox_dir(sandbox_id) / "home"), **spec.env}
+
+    def _popen(self, argv: list[str], env: dict, **streams) -> subprocess.Popen:
+        try:
+            # Its own session: the whole process group is killed at the deadline.
+            return subprocess.Popen(argv, env=env, start_new_session=True, preexec_fn=_command_limits, **streams)
+        except OSError as exc:
+            raise SandboxBackendError(f"The command could not be started: {os_reason(exc)}", detail=str(exc)) from None
+
+    def execute(self, sandbox_id: str, spec: CommandSpec, *, output_cap: int) -> CommandOutput:
+        argv = self._command_argv(commands.FOREGROUND, sandbox_id, spec)
+        started = time.monotonic()
+        process = self._popen(argv, self._command_env(sandbox_id, spec), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        output, killed = commands.CappedOutput(cap=output_cap), False
+        deadline = started + spec.timeout_seconds + commands.OUTSIDE_GRACE_SECONDS
+        with selectors.DefaultSelector() as streams:
+            streams.register(process.stdout, selectors.EVENT_READ, "stdout")
+            streams.register(process.stderr, selectors.EVENT_READ, "stderr")
+            while streams.get_map():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 and not killed:
+                    _kill_group(process.pid)
+                    killed = True
+                for key, _events in streams.select(timeout=max(remaining, 0.1)):
+                    chunk = os.read(key.fileobj.fileno(), 65536)
+                    if not chunk:
+                        streams.unregister(key.fileobj)
+                    output.add(key.data, chunk)
+        exit_code = process.wait()
+        elapsed = time.monotonic() - started
+        timed_out = killed or (exit_code in commands.TIMEOUT_STATUSES and elapsed >= spec.timeout_seconds)
+        return CommandOutput(
+            exit_code=None if timed_out else exit_code, stdout=output.text("stdout"), stderr=output.text("stderr"),
+            stdout_truncated=output.stdout_truncated, stderr_truncated=output.stderr_truncated, timed_out=timed_out,
+            duration_ms=int(elapsed * 1000),
+        )
+
+    def start_in_background(self, sandbox_id: str, spec: CommandSpec) -> None:
+        argv = self._command_argv(commands.BACKGROUND, sandbox_id, spec)
+        self._popen(argv, self._command_env(sandbox_id, spec), stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+
+    def _script(self, sandbox_id: str, script: str, *arguments: str) -> subprocess.CompletedProcess:
+        self._workspace(sandbox_id)  # the sandbox is running
+        return subprocess.run(["sh", "-c", script, *arguments], capture_output=True, env=BASE_ENV, timeout=30,
+                              check=False)
+
+    def background_output(self, sandbox_id: str, command_id: str, *, output_cap: int) -> CommandOutput | None:
+        read = self._script(sandbox_id, commands.READ_BACKGROUND, command_id, str(self._commands_folder(sandbox_id)),
+                            str(output_cap + 1))
+        first_line, _, stdout = read.stdout.partition(b"\n")
+        state, exit_code = commands.background_state(first_line.decode("ascii", "replace"))
+        if state == "running":
+            return None
+        output = commands.CappedOutput(cap=output_cap)
+        output.add("stdout", stdout)
+        output.add("stderr", read.stderr)
+        timed_out = exit_code is None or exit_code in commands.TIMEOUT_STATUSES
+        return CommandOutput(exit_code=None if timed_out else exit_code, stdout=output.text("stdout"),
+                             stderr=output.text("stderr"), stdout_truncated=output.stdout_truncated,
+                             stderr_truncated=output.stderr_truncated, timed_out=timed_out)
+
+    def kill_command(self, sandbox_id: str, command_id: str) -> None:
+        self._script(sandbox_id, commands.KILL, command_id, str(self._commands_folder(sandbox_id)))
+
+    def is_folder(self, sandbox_id: str, relative: str) -> bool:
+        workspace = self._workspace(sandbox_id).resolve()
+        folder = workspace / relative
+        return folder.is_dir() and not folder.is_symlink() and folder.resolve().is_relative_to(workspace)
+
     # Folders have no labels to list: a sandbox's folder lives as long as the run that made it.
     def runtime_resources(self) -> list[RuntimeResource]:
         return []
 
     def remove_runtime_resource(self, resource: RuntimeResource) -> bool:
         raise SandboxBackendError("The local backend has no containers or volumes")
+
+
+# What one command of the local backend may use: it runs on the host itself.
+COMMAND_MEMORY_BYTES = 2 * 1024**3
+COMMAND_FILE_BYTES = 1024**3
+
+
+def _command_limits() -> None:
+    """In the command's process, before it starts: limits of address space and file size."""
+    resource.setrlimit(resource.RLIMIT_AS, (COMMAND_MEMORY_BYTES, COMMAND_MEMORY_BYTES))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (COMMAND_FILE_BYTES, COMMAND_FILE_BYTES))
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, 9)
