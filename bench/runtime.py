@@ -463,12 +463,26 @@ def main(argv=None):
             figures["setups"] = measure_setups(arguments, deployment)
             print_setups(figures["setups"], arguments)
         if arguments.only != "setups":
-            figures["creates"] = measure_creates(arguments, deployment, bare_ids)
+            from sandboxes.providers.base import SandboxBackendError
+
+            try:
+                figures["creates"] = measure_creates(arguments, deployment, bare_ids)
+            except SandboxBackendError as exc:
+                raise SystemExit(f"container starts: {exc}") from None
             print_creates(figures["creates"])
     finally:
-        found = leftovers(deployment, bare_ids)
-        figures["leftovers"] = found
-        print_leftovers(found, deployment)
+        import docker.errors
+        import requests.exceptions
+
+        try:
+            found = leftovers(deployment, bare_ids)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as problem:
+            # The engine went away: say what to look for, and keep the first error.
+            print(f"\n3. Left behind: could not be checked ({problem}); look for containers and volumes labelled "
+                  f"sandbox-service.deployment={deployment}", file=sys.stderr)
+        else:
+            figures["leftovers"] = found
+            print_leftovers(found, deployment)
     if arguments.json:
         print(json.dumps(figures, default=str))
 
