@@ -25,8 +25,6 @@ the folders of this host, an unexpected exception) goes to the log.
 """
 
 import logging
-import shutil
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -42,21 +40,16 @@ from config import logs
 from sandboxes.models import SetupRun, Snapshot
 from sandboxes.providers import get_git_host, get_sandbox_backend
 from sandboxes.providers.base import (
-    RETRY_BACKOFF_SECONDS,
-    CommandResult,
     GitHost,
-    GitHostError,
     ProviderError,
     Repository,
     SandboxBackend,
     SandboxBackendError,
     SandboxOwner,
-    git_failure_is_transient,
-    git_failure_summary,
     repository_name_for,
     repository_name_from_url,
 )
-from sandboxes.providers.process import run_command
+from sandboxes.repository_checkout import Checkout, checkout_folder
 from webhooks.services import webhook_run_ended
 
 logger = logging.getLogger(__name__)
@@ -69,7 +62,6 @@ STEP_LABELS = {
     "save_snapshot": "Saving the snapshot",
     "shutdown": "Shutting the sandbox down",
 }
-COMMIT_IDENTITY = ["-c", "user.name=Sandbox service", "-c", "user.email=sandbox-service@localhost"]
 
 
 class RunCanceled(Exception):
@@ -177,77 +169,22 @@ def _starter_files() -> dict[str, bytes]:
     return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
 
 
-def _checkout_folder(context: SetupContext) -> Path:
-    """An empty folder on the worker for the run's git work; removed when the step ends."""
-    folder = Path(settings.SANDBOX_ROOT) / "checkouts" / context.run.pk
-    shutil.rmtree(folder, ignore_errors=True)  # a second delivery of the run's task
-    try:
-        folder.mkdir(parents=True)
-    except OSError as exc:
-        raise GitHostError("Could not make a checkout folder under SANDBOX_ROOT", detail=str(exc)) from None
-    return folder
-
-
-def _git(folder: Path, argv: list[str], env=None) -> CommandResult:
-    return run_command(argv, cwd=folder, env=env, timeout=settings.SANDBOX_COMMAND_TIMEOUT, error=GitHostError)
-
-
-def _remote_git(context: SetupContext, folder: Path, argv: list[str], env) -> CommandResult:
-    """A git command that talks to the git host, retried as the host's API calls are.
-
-    Only a transient failure is tried again (a 5xx, a dropped connection, a
-    timeout; "not found" too, for a repository this run created a moment ago),
-    at most `remote_retries` times, waiting longer each time; never a 401,
-    403 or 404.
-    """
-    retries = context.git_host.remote_retries
-    for attempt in range(retries + 1):
-        try:
-            return _git(folder, argv, env)
-        except GitHostError as exc:
-            output = f"{exc}\n{exc.detail}"  # git's stderr is in the detail, never in the run's error
-            if attempt == retries or not git_failure_is_transient(output, just_created=context.repository_created):
-                summary = git_failure_summary(output)
-                if summary:
-                    raise GitHostError(f"{exc}: {summary}", detail=exc.detail) from None
-                raise
-            logger.warning("Setup run %s: `git %s` failed (%s); trying again", context.run.pk, argv[1], exc)
-            time.sleep(RETRY_BACKOFF_SECONDS * 2**attempt)
-    raise AssertionError("unreachable")
-
-
 def _provision(context: SetupContext) -> str:
-    folder = _checkout_folder(context)
-    try:
-        detail = _prepare_checkout(context, folder)
-        context.backend.write_tree(context.run.sandbox_id, folder)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    return detail
-
-
-def _prepare_checkout(context: SetupContext, folder: Path) -> str:
-    """The repository's content in `folder`: the starter layout committed and pushed, or what it holds already."""
-    target = context.git_host.push_target(repository=context.repository)
-    # The repository's own default branch (`master`, say, for one with the
-    # account's earlier work); a new repository's is `main`.
-    branch = context.repository.default_branch
-    _git(folder, ["git", "init", "--quiet", f"--initial-branch={branch}"])
-    remote_head = _remote_git(context, folder, ["git", "ls-remote", target.url, f"refs/heads/{branch}"], target.env)
-    if remote_head.stdout.strip():
+    with checkout_folder(context.run.pk) as folder:
+        checkout = Checkout(git_host=context.git_host, repository=context.repository, folder=folder,
+                            just_created=context.repository_created)
         # The repository has content already (an earlier setup, or the
         # account's own work): start the sandbox from it, never overwrite it.
-        _remote_git(context, folder, ["git", "fetch", "--quiet", target.url, branch], target.env)
-        _git(folder, ["git", "checkout", "--quiet", "-B", branch, "FETCH_HEAD"])
-        return f"Checked out the repository's existing content (branch {branch})"
-    files = _starter_files()
-    for relative, content in files.items():
-        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
-        (folder / relative).write_bytes(content)
-    _git(folder, ["git", "add", "--all"])
-    _git(folder, ["git", *COMMIT_IDENTITY, "commit", "--quiet", "--allow-empty", "-m", "Set up sandbox"])
-    _remote_git(context, folder, ["git", "push", "--quiet", target.url, f"HEAD:refs/heads/{branch}"], target.env)
-    return f"Pushed {len(files)} starter files to branch {branch}"
+        # Its own default branch (`master`, say); a new repository's is `main`.
+        if checkout.fetch():
+            detail = f"Checked out the repository's existing content (branch {checkout.branch})"
+        else:
+            files = _starter_files()
+            checkout.write_files(files)
+            checkout.commit_and_push("Set up sandbox")
+            detail = f"Pushed {len(files)} starter files to branch {checkout.branch}"
+        context.backend.write_tree(context.run.sandbox_id, folder)
+    return detail
 
 
 def _snapshot(context: SetupContext) -> str:
