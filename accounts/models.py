@@ -91,6 +91,11 @@ class AuditEvent(models.Model):
         USER_DELETED = "user.deleted", "Admin user deleted"
         ACCOUNT_DEACTIVATED = "account.deactivated", "Account deactivated by staff"
         WEBHOOK_DISABLED = "webhook.disabled", "Webhook endpoint disabled"
+        # Live sandboxes (sandboxes/live.py); each command is recorded on its own row, not here.
+        SANDBOX_STARTED = "sandbox.started", "Live sandbox started"
+        SANDBOX_STOPPED = "sandbox.stopped", "Live sandbox stopped"
+        FILES_UPLOADED = "sandbox.files_uploaded", "Files uploaded into a live sandbox"
+        COMMAND_KILLED = "command.killed", "Command killed by staff"
 
     class Outcome(models.TextChoices):
         SUCCESS = "success", "Success"

@@ -24,7 +24,8 @@ _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
 class ApiBodySizeLimitMiddleware:
-    """Read an API request's whole body, at most API_MAX_BODY_BYTES of it, before any view does.
+    """Read an API request's whole body, at most API_MAX_BODY_BYTES of it (API_BODY_LIMITS for the paths it
+    names), before any view does.
 
     - A Content-Length over the limit is refused (413) before anything is read;
       one that is not a number is a 400.
@@ -44,7 +45,7 @@ class ApiBodySizeLimitMiddleware:
 
     def __call__(self, request):
         if is_api_path(request.path):
-            refusal = self._read_body(request, settings.API_MAX_BODY_BYTES)
+            refusal = self._read_body(request, settings.API_BODY_LIMITS.get(request.path, settings.API_MAX_BODY_BYTES))
             if refusal is not None:
                 return refusal
         return self.get_response(request)

@@ -152,6 +152,20 @@ SNAPSHOT_S3 = env.snapshot_s3_settings() if SNAPSHOT_STORE == "s3" else None
 SNAPSHOT_TTL = env.duration("SNAPSHOT_TTL", "7d")
 # GET /api/sandboxes/file answers 413 for a larger file.
 SANDBOX_FILE_MAX_BYTES = env.integer("SANDBOX_FILE_MAX_BYTES", 1024 * 1024, minimum=1)
+# Live sandboxes (sandboxes/live.py): a running sandbox is stopped (with a
+# snapshot) once idle this long since its start or last command.
+SANDBOX_IDLE_TIMEOUT = env.duration("SANDBOX_IDLE_TIMEOUT", "30m")
+# A command's stdout and stderr are each kept up to this many bytes.
+SANDBOX_OUTPUT_MAX_BYTES = env.integer("SANDBOX_OUTPUT_MAX_BYTES", 50_000, minimum=1)
+# The longest timeout_ms a command may ask for (a foreground command holds a
+# web worker that long: gunicorn.conf.py gives its workers more).
+SANDBOX_COMMAND_MAX_MS = env.integer("SANDBOX_COMMAND_MAX_MS", 300_000, minimum=1000)
+# POST /api/sandboxes/files: the files' total size (decoded) and their number.
+SANDBOX_UPLOAD_MAX_BYTES = env.integer("SANDBOX_UPLOAD_MAX_BYTES", 10 * 1024 * 1024, minimum=1)
+SANDBOX_UPLOAD_MAX_FILES = env.integer("SANDBOX_UPLOAD_MAX_FILES", 1000, minimum=1)
+# The local backend runs a client's commands on this host itself, with no
+# isolation: only in development (DEBUG=1), or where an operator says so.
+SANDBOX_LOCAL_EXEC = env.choice("SANDBOX_LOCAL_EXEC", "unsafe" if DEBUG else "off", ("off", "unsafe"))
 if not SANDBOX_TEMPLATE_DIR.is_dir():
     env.stop(f"SANDBOX_TEMPLATE_DIR {SANDBOX_TEMPLATE_DIR} is not a folder")
 
@@ -213,6 +227,11 @@ else:
 
 # --- API ------------------------------------------------------------------------
 API_MAX_BODY_BYTES = env.integer("API_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
+# Bodies of paths that take more: an upload's files, base64-encoded (4 bytes
+# for 3) in JSON, with room for the paths and the message.
+API_BODY_LIMITS = {"/api/sandboxes/files": max(API_MAX_BODY_BYTES, SANDBOX_UPLOAD_MAX_BYTES * 4 // 3 + 1024 * 1024)}
+# Django refuses to read a larger body; the middleware's limits come first.
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(API_BODY_LIMITS.values())
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -228,6 +247,8 @@ API_THROTTLE_RATES = {
     "setup": env.rate("THROTTLE_SETUP_RATE", "30/min"),
     "delete": env.rate("THROTTLE_DELETE_RATE", "30/min"),
     "renew": env.rate("THROTTLE_RENEW_RATE", "30/min"),
+    # A live sandbox's commands, uploads and stops.
+    "exec": env.rate("THROTTLE_EXEC_RATE", "600/min"),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Sandbox API",

@@ -309,3 +309,121 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self):
         return f"{self.key} ({self.state})"
+
+
+# --- live sandboxes ----------------------------------------------------------------------
+
+
+def new_live_sandbox_id() -> str:
+    return "sbx_" + secrets.token_hex(10)
+
+
+def new_command_id() -> str:
+    return "cmd_" + secrets.token_hex(12)
+
+
+LIVE_SANDBOX = Q(status__in=["pending", "running", "stopping"])
+
+
+class LiveSandbox(models.Model):
+    """An account's sandbox while it runs: started from the snapshot, taking commands and files, stopped.
+
+    Everything about it is in this row (which engine holds it and its
+    container's id), so any web server or worker on any host can reach it.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"  # being started
+        RUNNING = "running"
+        STOPPING = "stopping"  # its snapshot is being taken, then it is removed
+        STOPPED = "stopped"
+        FAILED = "failed"  # it could not be started, or it was lost
+
+    class StopReason(models.TextChoices):
+        API = "api"
+        IDLE = "idle"
+        STAFF = "staff"
+        DELETED = "deleted"
+        LOST = "lost"  # its start or stop never finished (the process doing it died)
+
+    LIVE_STATUSES = (Status.PENDING, Status.RUNNING, Status.STOPPING)
+
+    id = models.CharField(primary_key=True, max_length=40, default=new_live_sandbox_id, editable=False)
+    account = models.ForeignKey("accounts.Account", on_delete=models.CASCADE, related_name="live_sandboxes")
+    api_key = models.ForeignKey("accounts.ApiKey", on_delete=models.SET_NULL, null=True, blank=True,
+                                related_name="+")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    backend = models.CharField(max_length=20, help_text="The sandbox backend that runs it (SANDBOX_BACKEND)")
+    engine = models.CharField(max_length=300, blank=True, help_text="The engine that holds it (DOCKER_HOST)")
+    runtime_id = models.CharField(max_length=64, blank=True, help_text="The backend's id of its container")
+    started_from = models.CharField(max_length=64, blank=True,
+                                    help_text="The snapshot it started from; blank for fresh starting content")
+    snapshot_id = models.CharField(max_length=64, blank=True, help_text="The snapshot its stop took")
+    stop_reason = models.CharField(max_length=10, choices=StopReason.choices, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    started_at = models.DateTimeField(null=True, blank=True)
+    last_activity_at = models.DateTimeField(null=True, blank=True,
+                                            help_text="Its start or last command: the idle timeout counts from here")
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "live sandbox"
+        indexes = [models.Index(fields=["account", "-created_at"], name="live_sandbox_account_recent")]
+        constraints = [
+            # One live sandbox per account: concurrent starts cannot make two.
+            models.UniqueConstraint(fields=["account"], condition=LIVE_SANDBOX, name="one_live_sandbox_per_account"),
+        ]
+
+    def __str__(self):
+        return self.id
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in self.LIVE_STATUSES
+
+
+class SandboxCommand(models.Model):
+    """One command a client ran in a live sandbox: who, what, and how it ended (never its environment's values)."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        FINISHED = "finished"  # it exited by itself; exit_code says how
+        TIMED_OUT = "timed_out"  # killed at its time limit
+        KILLED = "killed"  # killed by staff, or by its sandbox's stop
+        FAILED = "failed"  # it could not be run: error says why
+
+    id = models.CharField(primary_key=True, max_length=40, default=new_command_id, editable=False)
+    sandbox = models.ForeignKey(LiveSandbox, on_delete=models.CASCADE, related_name="commands")
+    account = models.ForeignKey("accounts.Account", on_delete=models.CASCADE, related_name="sandbox_commands")
+    api_key = models.ForeignKey("accounts.ApiKey", on_delete=models.SET_NULL, null=True, blank=True,
+                                related_name="+")
+    command = models.CharField(max_length=4096)
+    args = models.JSONField(default=list, blank=True)
+    cwd = models.CharField(max_length=4096, blank=True)
+    env_names = models.JSONField(default=list, blank=True, help_text="The names of its environment variables only")
+    timeout_ms = models.PositiveIntegerField()
+    background = models.BooleanField(default=False)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    exit_code = models.IntegerField(null=True, blank=True)
+    stdout = models.TextField(blank=True)
+    stderr = models.TextField(blank=True)
+    stdout_truncated = models.BooleanField(default=False)
+    stderr_truncated = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["account", "-created_at"], name="command_account_recent"),
+                   models.Index(fields=["status", "background"], name="command_status_background")]
+
+    def __str__(self):
+        return self.id
+
+    @property
+    def timed_out(self) -> bool:
+        return self.status == self.Status.TIMED_OUT

@@ -12,7 +12,7 @@ from django.db.models import Count, Q
 
 from accounts.models import Account, ApiKey
 from orgs.access import reachable_accounts
-from sandboxes.models import SetupRun, Snapshot
+from sandboxes.models import LiveSandbox, SetupRun, Snapshot
 from sandboxes.providers import get_git_host, get_sandbox_backend
 from sandboxes.providers.base import (
     ProviderError,
@@ -32,6 +32,7 @@ class SandboxState:
 
     snapshot: Snapshot | None
     last_run: SetupRun | None
+    live_sandbox: LiveSandbox | None = None  # pending, running or stopping
 
     @property
     def state(self) -> str:
@@ -46,7 +47,7 @@ class SandboxState:
 
 
 def sandbox_state(*, account: Account) -> SandboxState:
-    """The account's most recent run and its snapshot, in one indexed read.
+    """The account's most recent run, its snapshot and its live sandbox, in one indexed read.
 
     GET /api/sandboxes is read far more often than anything else changes, and
     Django compiling a query that joins three models costs it more CPU than
@@ -57,13 +58,15 @@ def sandbox_state(*, account: Account) -> SandboxState:
     connection = connections[router.db_for_read(SetupRun)]
     account_id = SetupRun._meta.get_field("account").get_db_prep_value(account.pk, connection)
     with connection.cursor() as cursor:
-        cursor.execute(_sandbox_state_sql(connection.alias), [account_id, account_id])
+        cursor.execute(_sandbox_state_sql(connection.alias), [account_id, account_id, account_id])
         row = cursor.fetchone()
-    runs = len(SetupRun._meta.concrete_fields)
-    run_values, snapshot_values = row[:runs], row[runs:]
+    runs, snapshots = len(SetupRun._meta.concrete_fields), len(Snapshot._meta.concrete_fields)
+    run_values, snapshot_values = row[:runs], row[runs:runs + snapshots]
+    live_values = row[runs + snapshots:]
     return SandboxState(
-        last_run=_model_from_row(SetupRun, run_values, connection) if run_values[0] is not None else None,
-        snapshot=_model_from_row(Snapshot, snapshot_values, connection) if snapshot_values[0] is not None else None,
+        last_run=model_from_row(SetupRun, run_values, connection) if run_values[0] is not None else None,
+        snapshot=model_from_row(Snapshot, snapshot_values, connection) if snapshot_values[0] is not None else None,
+        live_sandbox=model_from_row(LiveSandbox, live_values, connection) if live_values[0] is not None else None,
     )
 
 
@@ -71,21 +74,26 @@ def sandbox_state(*, account: Account) -> SandboxState:
 def _sandbox_state_sql(alias: str) -> str:
     quote = connections[alias].ops.quote_name
     run_table, snapshot_table = quote(SetupRun._meta.db_table), quote(Snapshot._meta.db_table)
+    live_table = quote(LiveSandbox._meta.db_table)
     columns = ", ".join(
         [f"r.{quote(field.column)}" for field in SetupRun._meta.concrete_fields]
         + [f"s.{quote(field.column)}" for field in Snapshot._meta.concrete_fields]
+        + [f"l.{quote(field.column)}" for field in LiveSandbox._meta.concrete_fields]
     )
+    live_statuses = ", ".join(f"'{status}'" for status in LiveSandbox.LIVE_STATUSES)
     account, created_at, run_id = quote("account_id"), quote("created_at"), quote("id")
     # A row whatever exists: the newest run (the index on account and created_at) and the snapshot, or NULLs.
     return (
         f"SELECT {columns} FROM (SELECT 1) AS one "
         f"LEFT JOIN {run_table} r ON r.{run_id} = (SELECT {run_id} FROM {run_table} WHERE {account} = %s "
         f"ORDER BY {created_at} DESC LIMIT 1) "
-        f"LEFT JOIN {snapshot_table} s ON s.{account} = %s"
+        f"LEFT JOIN {snapshot_table} s ON s.{account} = %s "
+        # At most one is live (the conditional unique constraint).
+        f"LEFT JOIN {live_table} l ON l.{account} = %s AND l.{quote('status')} IN ({live_statuses})"
     )
 
 
-def _model_from_row(model, values, connection):
+def model_from_row(model, values, connection):
     """An instance from its concrete fields' raw values, converted as a QuerySet converts them."""
     fields = model._meta.concrete_fields
     converted = []

@@ -1,7 +1,11 @@
 """Request and response shapes of the sandbox API (names match spec/contract.yaml)."""
 
+import base64
+import binascii
+import re
 from functools import cache
 
+from django.conf import settings
 from rest_framework import serializers
 
 from config.api_input import QuerySerializer, StrictSerializer
@@ -58,13 +62,9 @@ class SandboxFileQuerySerializer(SandboxQuerySerializer):
     )
 
     def validate_path(self, value: str) -> str:
-        if value.startswith("/"):
-            raise serializers.ValidationError("must be relative to the sandbox, not an absolute path")
-        parts = value.split("/")
-        if ".." in parts:
-            raise serializers.ValidationError("must not contain '..'")
-        if any(part in ("", ".") for part in parts):
-            raise serializers.ValidationError("must be normalized (no '.' parts, no empty parts, no trailing '/')")
+        error = workspace_path_error(value, git_allowed=True)
+        if error:
+            raise serializers.ValidationError(error)
         return value
 
 
@@ -166,6 +166,14 @@ class FileEntrySerializer(serializers.Serializer):
     size = serializers.IntegerField(allow_null=True, help_text="Bytes, for blobs; null for trees.")
 
 
+class LiveSandboxSerializer(serializers.Serializer):
+    sandboxId = serializers.CharField(help_text="sbx_…")
+    sandboxStatus = serializers.ChoiceField(choices=["pending", "running", "stopping", "stopped", "failed"])
+    timeout = serializers.IntegerField(allow_null=True,
+                                       help_text="Milliseconds until it stops by itself (idle), while running.")
+    createdAt = serializers.DateTimeField()
+
+
 class SandboxStateResponseSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=["success"])
     account_id = serializers.UUIDField()
@@ -182,6 +190,8 @@ class SandboxStateResponseSerializer(serializers.Serializer):
     expires_at = serializers.DateTimeField(allow_null=True)
     created_at = serializers.DateTimeField(allow_null=True)
     last_run = RunSerializer(allow_null=True, help_text="The account's most recent setup run, as in /api/tasks/runs.")
+    sandbox = LiveSandboxSerializer(allow_null=True, help_text="The live sandbox (pending, running or stopping); "
+                                                               "null when none is live.")
     filetree = FileEntrySerializer(many=True, allow_null=True, help_text="The snapshot's files and folders.")
 
 
@@ -213,3 +223,159 @@ def represent(serializer_class: type[serializers.Serializer], instance) -> dict:
     the next, so one instance serves every request. For the hot read paths.
     """
     return _shared(serializer_class).to_representation(instance)
+
+
+# --- live sandboxes ---------------------------------------------------------------------
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+COMMAND_MAX_ARGS = 1000
+COMMAND_MAX_ENV = 100
+COMMAND_MAX_ARGUMENT_BYTES = 32 * 1024
+
+
+def workspace_path_error(value: str, *, allow_empty: bool = False, git_allowed: bool = False) -> str:
+    """Why a path is not a normalized path of the workspace (outside .git unless `git_allowed`); "" when it is one."""
+    if value == "" and allow_empty:
+        return ""
+    if value.startswith("/"):
+        return "must be relative to the sandbox, not an absolute path"
+    parts = value.split("/")
+    if ".." in parts:
+        return "must not contain '..'"
+    if any(part in ("", ".") for part in parts):
+        return "must be normalized (no '.' parts, no empty parts, no trailing '/')"
+    if ".git" in parts and not git_allowed:
+        return "must not be inside .git"
+    return ""
+
+
+def _no_nul(value: str, what: str) -> str:
+    if "\x00" in value:
+        raise serializers.ValidationError(f"{what} must not hold a NUL character")
+    return value
+
+
+class StartSandboxRequestSerializer(AccountTargetSerializer):
+    pass
+
+
+class StartSandboxResponseSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["success"])
+    sandboxes = LiveSandboxSerializer(many=True)
+
+
+class RunCommandRequestSerializer(AccountTargetSerializer):
+    command = serializers.CharField(max_length=4096, trim_whitespace=False,
+                                    help_text="The program to run (no shell unless you name one: sh, bash).")
+    args = serializers.ListField(child=serializers.CharField(allow_blank=True, trim_whitespace=False,
+                                                             max_length=COMMAND_MAX_ARGUMENT_BYTES),
+                                 required=False, default=list, max_length=COMMAND_MAX_ARGS)
+    cwd = serializers.CharField(required=False, default="", allow_blank=True, trim_whitespace=False, max_length=4096,
+                                help_text="A folder of the workspace, relative and normalized; the workspace itself "
+                                          "when left out.")
+    env = serializers.DictField(child=serializers.CharField(allow_blank=True, trim_whitespace=False,
+                                                            max_length=COMMAND_MAX_ARGUMENT_BYTES),
+                                required=False, default=dict,
+                                help_text=f"Environment variables of the command (at most {COMMAND_MAX_ENV}); "
+                                          "their values are never recorded.")
+    timeout_ms = serializers.IntegerField(required=False, default=60_000, min_value=1,
+                                          help_text="Its time limit; at most SANDBOX_COMMAND_MAX_MS.")
+    background = serializers.BooleanField(required=False, default=False,
+                                          help_text="Answer 202 at once; read it with GET /api/sandboxes/commands.")
+
+    def validate_command(self, value: str) -> str:
+        if not value:
+            raise serializers.ValidationError("must name a program")
+        return _no_nul(value, "command")
+
+    def validate_args(self, value: list) -> list:
+        return [_no_nul(argument, "an argument") for argument in value]
+
+    def validate_cwd(self, value: str) -> str:
+        error = workspace_path_error(value, allow_empty=True)
+        if error:
+            raise serializers.ValidationError(error)
+        return _no_nul(value, "cwd")
+
+    def validate_env(self, value: dict) -> dict:
+        if len(value) > COMMAND_MAX_ENV:
+            raise serializers.ValidationError(f"at most {COMMAND_MAX_ENV} variables")
+        for name, text in value.items():
+            if not _ENV_NAME.match(name):
+                raise serializers.ValidationError(f"{name[:40]!r} is not a variable name (letters, digits, _)")
+            _no_nul(text, "a value")
+        return value
+
+    def validate_timeout_ms(self, value: int) -> int:
+        if value > settings.SANDBOX_COMMAND_MAX_MS:
+            raise serializers.ValidationError(f"must be at most {settings.SANDBOX_COMMAND_MAX_MS} "
+                                              "(SANDBOX_COMMAND_MAX_MS)")
+        return value
+
+
+class CommandQuerySerializer(QuerySerializer):
+    commandId = serializers.CharField(max_length=40, help_text="The command's id (cmd_…).")
+
+
+class CommandResponseSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["success"])
+    commandId = serializers.CharField()
+    commandStatus = serializers.ChoiceField(choices=["running", "finished", "timed_out", "killed", "failed"])
+    exitCode = serializers.IntegerField(allow_null=True, help_text="null while running, and when killed.")
+    stdout = serializers.CharField(allow_blank=True, help_text="At most SANDBOX_OUTPUT_MAX_BYTES, as UTF-8.")
+    stderr = serializers.CharField(allow_blank=True)
+    stdoutTruncated = serializers.BooleanField()
+    stderrTruncated = serializers.BooleanField()
+    timedOut = serializers.BooleanField()
+    durationMs = serializers.IntegerField(allow_null=True)
+
+
+class UploadFileSerializer(StrictSerializer):
+    path = serializers.CharField(max_length=4096, trim_whitespace=False)
+    content = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    encoding = serializers.ChoiceField(choices=["utf-8", "base64"], required=False, default="utf-8")
+
+    def validate_path(self, value: str) -> str:
+        error = workspace_path_error(value)
+        if error:
+            raise serializers.ValidationError(error)
+        return _no_nul(value, "path")
+
+    def validate(self, data: dict) -> dict:
+        if data["encoding"] == "base64":
+            try:
+                data["content"] = base64.b64decode(data["content"], validate=True)
+            except (binascii.Error, ValueError):
+                raise serializers.ValidationError({"content": "is not valid base64"}) from None
+        else:
+            data["content"] = data["content"].encode("utf-8")
+        return data
+
+
+class UploadFilesRequestSerializer(AccountTargetSerializer):
+    files = UploadFileSerializer(many=True, allow_empty=False)
+    message = serializers.CharField(required=False, default="", allow_blank=True, max_length=1000,
+                                    help_text='The commit message; "Upload files via API" when left out.')
+
+    def validate_message(self, value: str) -> str:
+        return _no_nul(value, "message")
+
+
+class UploadedFileSerializer(serializers.Serializer):
+    path = serializers.CharField()
+    sha = serializers.CharField(help_text="The file's git blob id in the repository.")
+
+
+class UploadFilesResponseSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["success"])
+    uploaded = UploadedFileSerializer(many=True)
+
+
+class StopSandboxRequestSerializer(AccountTargetSerializer):
+    snapshot = serializers.BooleanField(required=False, default=True,
+                                        help_text="Take a snapshot and push it to the repository first (default).")
+
+
+class StopSandboxResponseSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["success"])
+    snapshot = UpdateSnapshotResponseSerializer(allow_null=True, help_text="The new snapshot; null without one.")

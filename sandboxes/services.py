@@ -14,14 +14,15 @@ from datetime import timedelta
 from functools import cache, partial
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, router, transaction
 from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.tasks import async_task
 
 from accounts.audit import WORKER, Actor, audit_event, audit_record, audit_record_many
 from accounts.models import Account, AuditEvent
-from sandboxes.models import SetupRun, Snapshot
+from sandboxes import live
+from sandboxes.models import ACTIVE_RUN, ACTIVE_RUN_SQL, SetupRun, Snapshot
 from sandboxes.pipeline import undo_run_resources
 from sandboxes.providers import get_git_host, get_sandbox_backend
 from sandboxes.providers.base import (
@@ -30,7 +31,7 @@ from sandboxes.providers.base import (
     Repository,
     repositories_grouped_by_account,
 )
-from sandboxes.selectors import sandbox_repositories
+from sandboxes.selectors import model_from_row, sandbox_repositories
 from webhooks.services import webhook_runs_ended, webhook_sandboxes_deleted
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ STALE_RUN_ERROR = (
     "start the setup again"
 )
 QUEUE_FAILED_ERROR = "Could not queue the setup: the queue broker did not answer; start the setup again"
+DELETE_CANCELED_ERROR = "Canceled: the sandbox was deleted"
 Action = AuditEvent.Action
 Outcome = AuditEvent.Outcome
 
@@ -59,7 +61,7 @@ class AccountInactive(Exception):
     reason = "the account is inactive"
 
 
-def _refuse_inactive(account: Account) -> None:
+def refuse_inactive(account: Account) -> None:
     if not account.is_active:
         raise AccountInactive(account)
 
@@ -97,7 +99,7 @@ def setup_run_start(*, account: Account, actor: Actor) -> SetupRun:
     recorded in the audit trail either way: with a new run, in its transaction.
     Raises AccountInactive for an inactive account.
     """
-    _refuse_inactive(account)
+    refuse_inactive(account)
     for _attempt in range(3):
         stale_before = _stale_cutoff()
         run, created = SetupRun.objects.create_unless_active(
@@ -307,11 +309,12 @@ def sandboxes_delete(
     # Cancel first: a queued run must not set the sandbox up again behind us,
     # and an executing one then stops before it saves a snapshot.
     canceled_at = timezone.now()
-    snapshots = Snapshot.objects.in_bulk_canceling_runs(
-        account_ids,
-        status=SetupRun.Status.CANCELED, finished_at=canceled_at, error="Canceled: the sandbox was deleted",
-    )
+    snapshots = _snapshots_canceling_runs(account_ids, canceled_at=canceled_at)
     deletions = [SandboxDeletion(account_id=account_id) for account_id in account_ids]
+    # A running sandbox goes first, without a snapshot: it would write one back.
+    not_removed = live.live_sandboxes_remove(account_ids=account_ids, actor=actor)
+    for deletion in deletions:
+        deletion.error = not_removed.get(deletion.account_id, "")
     listed = repositories
     if listed is None:
         try:
@@ -323,6 +326,8 @@ def sandboxes_delete(
     if listed is not None:
         work = []
         for deletion in deletions:
+            if deletion.error:
+                continue
             snapshot = snapshots.get(deletion.account_id)
             # The same rule as the admin's confirmation page, which lists what will go.
             owned, left_alone = sandbox_repositories(account_id=deletion.account_id, snapshot=snapshot,
@@ -339,6 +344,47 @@ def sandboxes_delete(
 
     _record_deletions(deletions, snapshots, actor, canceled_at=canceled_at, expired=expired)
     return deletions
+
+
+def _snapshots_canceling_runs(account_ids: list, *, canceled_at) -> dict:
+    """The accounts' snapshots by account id, once their queued and executing runs are canceled.
+
+    On PostgreSQL one statement does both (the UPDATE in a WITH, which runs
+    whether or not the SELECT reads it), written once per database from the
+    models' columns: every delete starts with it, and Django compiling its two
+    parts cost more CPU than the database running them (bench/README.md).
+    Elsewhere, two statements.
+    https://www.postgresql.org/docs/current/queries-with.html#QUERIES-WITH-MODIFYING
+    """
+    canceled = {"status": SetupRun.Status.CANCELED, "finished_at": canceled_at, "error": DELETE_CANCELED_ERROR}
+    connection = connections[router.db_for_write(Snapshot)]
+    if connection.vendor != "postgresql":
+        SetupRun.objects.filter(ACTIVE_RUN, account_id__in=account_ids).update(**canceled)
+        return Snapshot.objects.in_bulk(account_ids)
+    run_fields = {name: SetupRun._meta.get_field(name) for name in canceled}
+    ids = [Snapshot._meta.pk.get_db_prep_value(account_id, connection) for account_id in account_ids]
+    with connection.cursor() as cursor:
+        cursor.execute(_snapshots_canceling_runs_sql(connection.alias), [
+            *(run_fields[name].get_db_prep_save(value, connection) for name, value in canceled.items()), ids, ids,
+        ])
+        rows = cursor.fetchall()
+    return {snapshot.pk: snapshot for snapshot in (model_from_row(Snapshot, row, connection) for row in rows)}
+
+
+@cache
+def _snapshots_canceling_runs_sql(alias: str) -> str:
+    quote = connections[alias].ops.quote_name
+    run_column = {name: quote(SetupRun._meta.get_field(name).column)
+                  for name in ("status", "finished_at", "error", "account")}
+    snapshot_columns = ", ".join(quote(field.column) for field in Snapshot._meta.concrete_fields)
+    # The ids as one array: one statement whatever their number, which PostgreSQL prepares once.
+    return (
+        f"WITH canceled AS (UPDATE {quote(SetupRun._meta.db_table)} "
+        f"SET {run_column['status']} = %s, {run_column['finished_at']} = %s, {run_column['error']} = %s "
+        f"WHERE {ACTIVE_RUN_SQL} AND {run_column['account']} = ANY(%s)) "
+        f"SELECT {snapshot_columns} FROM {quote(Snapshot._meta.db_table)} "
+        f"WHERE {quote(Snapshot._meta.pk.column)} = ANY(%s)"
+    )
 
 
 def _record_deletions(deletions: list[SandboxDeletion], snapshots: dict, actor: Actor, *, canceled_at,
@@ -404,7 +450,7 @@ def sandbox_delete(*, account: Account, actor: Actor) -> Snapshot | None:
     AccountInactive for an inactive account (bulk deletes and the admin's
     revoke, which clean up after inactive accounts, use sandboxes_delete).
     """
-    _refuse_inactive(account)
+    refuse_inactive(account)
     [deletion] = sandboxes_delete(accounts=[account], actor=actor)
     if deletion.error:
         raise SandboxDeleteError(deletion.error)
@@ -423,7 +469,7 @@ def snapshot_renew(*, account: Account, actor: Actor) -> Snapshot | None:
     transaction (one statement on PostgreSQL). Raises AccountInactive for an
     inactive account: its sandbox is left to expire.
     """
-    _refuse_inactive(account)
+    refuse_inactive(account)
     expires_at = timezone.now() + settings.SNAPSHOT_TTL
     return Snapshot.objects.renew(
         account_id=account.pk,

@@ -3,7 +3,7 @@
 from django.conf import settings
 
 from accounts.audit import Actor
-from sandboxes import idempotency, pipeline, services
+from sandboxes import idempotency, live, pipeline, services
 from sandboxes.cleanup import CleanupRule, sandboxes_cleanup
 from sandboxes.reconcile import sandboxes_reconcile
 
@@ -73,3 +73,13 @@ def reconcile_sandboxes() -> str:
 def purge_idempotency_records() -> str:
     """Hourly: remove the Idempotency-Key records past their 24 hours."""
     return f"Removed {idempotency.idempotency_records_purge()} expired idempotency key(s)"
+
+
+def watch_background_command(command_id: str) -> None:
+    """Wait for a background command to end (killing it past its deadline), record it, send command.completed."""
+    live.background_command_watch(command_id=command_id)
+
+
+def sweep_live_sandboxes() -> str:
+    """Every minute: stop the sandboxes idle for SANDBOX_IDLE_TIMEOUT, end lost starts and stops."""
+    return live.live_sandboxes_sweep(actor=Actor.command("idle sandbox sweep"))

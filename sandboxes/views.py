@@ -10,6 +10,7 @@ ignored. Setup, delete and renew take an Idempotency-Key
 
 import base64
 
+from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import APIException, NotFound, PermissionDenied
@@ -19,17 +20,20 @@ from accounts.audit import Actor
 from accounts.models import Account
 from config.api_input import ApiView
 from config.errors import error_body
-from orgs.access import ACCESS_DENIED_MESSAGE
+from orgs.access import ACCESS_DENIED_MESSAGE, reachable_accounts
 from orgs.permissions import MayActOnAccount
-from sandboxes import selectors, services
+from sandboxes import live, selectors, services
 from sandboxes.idempotency import HEADER as IDEMPOTENCY_HEADER
 from sandboxes.idempotency import REPLAYED_HEADER, idempotent
 from sandboxes.schema import DeleteWithBodySchema
 from sandboxes.serializers import (
+    CommandQuerySerializer,
+    CommandResponseSerializer,
     DeleteSandboxRequestSerializer,
     DeleteSandboxResponseSerializer,
     RenewSandboxRequestSerializer,
     RenewSandboxResponseSerializer,
+    RunCommandRequestSerializer,
     RunSerializer,
     RunsQuerySerializer,
     RunsResponseSerializer,
@@ -40,7 +44,13 @@ from sandboxes.serializers import (
     SandboxStateResponseSerializer,
     SetupSandboxRequestSerializer,
     SetupSandboxResponseSerializer,
+    StartSandboxRequestSerializer,
+    StartSandboxResponseSerializer,
+    StopSandboxRequestSerializer,
+    StopSandboxResponseSerializer,
     UpdateSnapshotResponseSerializer,
+    UploadFilesRequestSerializer,
+    UploadFilesResponseSerializer,
     represent,
 )
 
@@ -82,6 +92,12 @@ IDEMPOTENCY_ERRORS = {
 }
 # What the three writes (setup, delete, renew) may answer beside their own 200, 400 and 404.
 WRITE_ERRORS = {**TARGET_ERRORS, **THROTTLED, **IDEMPOTENCY_ERRORS}
+LIVE_ERRORS = {
+    501: _error("Live sandboxes are off on this server: the local backend runs commands unisolated "
+                "(SANDBOX_BACKEND=docker, or SANDBOX_LOCAL_EXEC=unsafe in development)"),
+    502: _error("The sandbox backend, its engine or the git host failed; the error says which"),
+}
+RUNNING_ERRORS = {**LIVE_ERRORS, 409: _error("No sandbox is running for the account: start one (POST /api/sandboxes)")}
 
 
 def write_schema(*, responses: dict, **documented):
@@ -105,6 +121,11 @@ class TargetAccountView(ApiView):
             raise PermissionDenied(ACCESS_DENIED_MESSAGE)
         self.check_object_permissions(request, account)
         return account
+
+    def validated_target_and_fields(self, request, serializer_class) -> dict:
+        serializer = serializer_class(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
 
     def validated_target(self, request, serializer_class) -> Account:
         serializer = serializer_class(data=request.data)
@@ -151,7 +172,7 @@ class SandboxView(TargetAccountView):
     @property
     def throttle_scope(self) -> str | None:
         """Rate limits (accounts/throttling.py) of the writes; reading the state is not limited."""
-        return {"DELETE": "delete", "PATCH": "renew"}.get(self.request.method)
+        return {"DELETE": "delete", "PATCH": "renew", "POST": "setup"}.get(self.request.method)
 
     @extend_schema(
         operation_id="get_sandbox",
@@ -180,9 +201,37 @@ class SandboxView(TargetAccountView):
             **(represent(UpdateSnapshotResponseSerializer, snapshot) if snapshot is not None else dict.fromkeys(
                 ("snapshot_id", "github_repo", "expires_at", "created_at"))),
             "last_run": represent(RunSerializer, sandbox.last_run) if sandbox.last_run is not None else None,
+            "sandbox": live.sandbox_representation(sandbox.live_sandbox) if sandbox.live_sandbox else None,
             # Stored in the shape of the answer when the snapshot was taken: returned as it is.
             "filetree": snapshot.filetree if snapshot is not None else None,
         })
+
+    @write_schema(
+        operation_id="start_sandbox",
+        summary="Start the account's live sandbox",
+        description=(
+            "Starts the account's sandbox from its snapshot (from the starter layout when it has none, or it has "
+            "expired), ready for commands and files. One live sandbox per account: while one is live, answers "
+            "with it. It stops by itself after SANDBOX_IDLE_TIMEOUT without a command (timeout says when)."
+        ),
+        request=StartSandboxRequestSerializer,
+        responses={
+            200: OpenApiResponse(StartSandboxResponseSerializer, description="The account's live sandbox"),
+            400: _error("Bad request - invalid account_id, or an unknown field or query parameter"),
+            **LIVE_ERRORS,
+        },
+    )
+    @idempotent
+    def post(self, request):
+        account = self.validated_target(request, StartSandboxRequestSerializer)
+        try:
+            services.refuse_inactive(account)
+            sandbox = live.live_sandbox_start(account=account, actor=Actor.from_api_request(request))
+        except services.AccountInactive:
+            raise _inactive(account) from None
+        except live.LiveSandboxError as exc:
+            raise LIVE_ERROR_ANSWERS[type(exc)](str(exc)) from None
+        return Response({"status": "success", "sandboxes": [live.sandbox_representation(sandbox)]})
 
     @write_schema(
         operation_id="renew_sandbox",
@@ -235,6 +284,31 @@ class SandboxView(TargetAccountView):
             raise _inactive(account) from None
         deleted = UpdateSnapshotResponseSerializer(snapshot).data if snapshot is not None else None
         return Response({"status": "success", "deleted_snapshot": deleted})
+
+
+class SandboxConflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+
+
+class NotImplementedHere(APIException):
+    status_code = status.HTTP_501_NOT_IMPLEMENTED
+
+
+class SandboxUnreachable(APIException):
+    status_code = status.HTTP_502_BAD_GATEWAY
+
+
+class InvalidInput(APIException):
+    status_code = status.HTTP_400_BAD_REQUEST
+
+
+LIVE_ERROR_ANSWERS = {
+    live.NoRunningSandbox: SandboxConflict,
+    live.CommandsUnavailable: NotImplementedHere,
+    live.SandboxUnreachable: SandboxUnreachable,
+    live.InvalidCommand: InvalidInput,
+    live.NoSuchCommand: NotFound,
+}
 
 
 class SnapshotGone(APIException):
@@ -325,3 +399,142 @@ class RunsView(TargetAccountView):
             account = self.target_account(request, self.query.get("account_id"))
             runs = selectors.setup_runs_recent(account=account, limit=self.query["limit"])
         return Response({"status": "success", "runs": RunSerializer(runs, many=True).data})
+
+
+class SandboxCommandsView(TargetAccountView):
+    query_serializers = {"GET": CommandQuerySerializer}
+
+    @property
+    def throttle_scope(self) -> str | None:
+        return "exec" if self.request.method == "POST" else None
+
+    @write_schema(
+        operation_id="run_command",
+        summary="Run a command in the account's running sandbox",
+        description=(
+            "Runs one process, the command with its args (no shell unless the command names one), in cwd of the "
+            "workspace, with env added to its environment. Its output is capped at SANDBOX_OUTPUT_MAX_BYTES per "
+            "stream (stdoutTruncated, stderrTruncated say so). Past timeout_ms it is killed, with its process "
+            "group (timedOut, exitCode null). With background: true, answers 202 at once; GET reads it."
+        ),
+        request=RunCommandRequestSerializer,
+        responses={
+            200: OpenApiResponse(CommandResponseSerializer, description="The command ran"),
+            202: OpenApiResponse(CommandResponseSerializer, description="The command runs in the background"),
+            400: _error("Bad request - a field that is missing or not valid (cwd outside the workspace or not a "
+                        "folder of it, timeout_ms above SANDBOX_COMMAND_MAX_MS, a NUL character), an unknown field"),
+            **RUNNING_ERRORS,
+        },
+    )
+    @idempotent
+    def post(self, request):
+        serializer = RunCommandRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        given = serializer.validated_data
+        account = self.target_account(request, given.get("account_id"))
+        try:
+            record = live.command_run(account=account, actor=Actor.from_api_request(request), command=given["command"],
+                                      args=given["args"], cwd=given["cwd"], env=given["env"],
+                                      timeout_ms=given["timeout_ms"], background=given["background"])
+        except live.LiveSandboxError as exc:
+            raise LIVE_ERROR_ANSWERS[type(exc)](str(exc)) from None
+        return Response({"status": "success", **live.command_representation(record)},
+                        status=status.HTTP_202_ACCEPTED if given["background"] else status.HTTP_200_OK)
+
+    @extend_schema(
+        operation_id="read_command",
+        summary="A command by its id: running until it ends, then its output",
+        parameters=[CommandQuerySerializer],
+        responses={
+            200: OpenApiResponse(CommandResponseSerializer, description="The command"),
+            400: _error("Bad request - commandId missing, or an unknown query parameter"),
+            404: _error("No command with that id that the caller may see"),
+            **COMMON_ERRORS,
+        },
+        tags=["sandboxes"],
+    )
+    def get(self, request):
+        try:
+            record = live.command_read(account_ids=reachable_accounts(key=request.auth),
+                                       command_id=self.query["commandId"])
+        except live.LiveSandboxError as exc:
+            raise LIVE_ERROR_ANSWERS[type(exc)](str(exc)) from None
+        return Response({"status": "success", **live.command_representation(record)})
+
+
+class SandboxFilesView(TargetAccountView):
+    throttle_scope = "exec"
+
+    @write_schema(
+        operation_id="upload_files",
+        summary="Write files into the running sandbox and commit them to the account's repository",
+        description=(
+            "Each file's path follows the file read's rules (relative, normalized, never inside .git); its "
+            "content is text (encoding utf-8, the default) or base64. The files go into the workspace and one "
+            "commit to the repository's default branch."
+        ),
+        request=UploadFilesRequestSerializer,
+        responses={
+            200: OpenApiResponse(UploadFilesResponseSerializer, description="The files, with their git blob ids"),
+            400: _error("Bad request - a path that is not allowed, content that is not valid base64, an unknown "
+                        "field"),
+            413: _error("More files than SANDBOX_UPLOAD_MAX_FILES, or more bytes than SANDBOX_UPLOAD_MAX_BYTES"),
+            **RUNNING_ERRORS,
+        },
+    )
+    @idempotent
+    def post(self, request):
+        files = request.data.get("files") if isinstance(request.data, dict) else None
+        if isinstance(files, list) and len(files) > settings.SANDBOX_UPLOAD_MAX_FILES:
+            raise PayloadTooLarge(f"At most {settings.SANDBOX_UPLOAD_MAX_FILES} files at once "
+                                  "(SANDBOX_UPLOAD_MAX_FILES)")
+        serializer = UploadFilesRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        given = serializer.validated_data
+        contents = {file["path"]: file["content"] for file in given["files"]}
+        if len(contents) < len(given["files"]):
+            raise InvalidInput("Each path may be given once")
+        total = sum(len(content) for content in contents.values())
+        if total > settings.SANDBOX_UPLOAD_MAX_BYTES:
+            raise PayloadTooLarge(f"The files hold {total} bytes, more than {settings.SANDBOX_UPLOAD_MAX_BYTES} "
+                                  "(SANDBOX_UPLOAD_MAX_BYTES)")
+        account = self.target_account(request, given.get("account_id"))
+        try:
+            uploaded = live.files_upload(account=account, actor=Actor.from_api_request(request), files=contents,
+                                         message=given["message"])
+        except live.LiveSandboxError as exc:
+            raise LIVE_ERROR_ANSWERS[type(exc)](str(exc)) from None
+        return Response({"status": "success", "uploaded": uploaded})
+
+
+class SandboxStopView(TargetAccountView):
+    throttle_scope = "exec"
+
+    @write_schema(
+        operation_id="stop_sandbox",
+        summary="Stop the account's running sandbox, with a new snapshot",
+        description=(
+            "Takes a new snapshot of the workspace (a new snapshot id; the expiry renewed), pushes it to the "
+            "repository as a commit, then removes the sandbox. With snapshot: false, removes it without one. "
+            "If a step fails, the sandbox keeps running and the same stop can be asked again."
+        ),
+        request=StopSandboxRequestSerializer,
+        responses={
+            200: OpenApiResponse(StopSandboxResponseSerializer, description="The sandbox stopped"),
+            400: _error("Bad request - invalid account_id, or an unknown field or query parameter"),
+            **RUNNING_ERRORS,
+        },
+    )
+    @idempotent
+    def post(self, request):
+        given = self.validated_target_and_fields(request, StopSandboxRequestSerializer)
+        account = self.target_account(request, given.get("account_id"))
+        actor = Actor.from_api_request(request)
+        try:
+            sandbox = live.live_sandbox_running(account=account)
+            snapshot = live.live_sandbox_stop(sandbox=sandbox, actor=actor, reason="api",
+                                              take_snapshot=given["snapshot"])
+        except live.LiveSandboxError as exc:
+            raise LIVE_ERROR_ANSWERS[type(exc)](str(exc)) from None
+        return Response({"status": "success",
+                         "snapshot": UpdateSnapshotResponseSerializer(snapshot).data if snapshot else None})

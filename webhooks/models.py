@@ -17,6 +17,9 @@ EVENT_TYPES = (
     "sandbox.deleted",
     "snapshot.expiring",
     "snapshot.expired",
+    "sandbox.started",
+    "sandbox.stopped",
+    "command.completed",
 )
 
 

@@ -26,6 +26,7 @@ from accounts.models import Account, AuditEvent
 from orgs.models import Organization
 from webhooks import signing
 from webhooks.models import EVENT_TYPES, Endpoint, Event
+from webhooks.selectors import endpoint_targets
 from webhooks.transport import UnsafeUrl, url_check
 
 logger = logging.getLogger(__name__)
@@ -114,20 +115,9 @@ class EventOutbox:
     """
 
     def __init__(self, account_ids: Iterable[UUID]):
-        account_ids = list(dict.fromkeys(account_ids))
         self.now = timezone.now()
         self.events: list[Event] = []
-        self.targets: dict[UUID, list[tuple[int, str]]] = defaultdict(list)
-        if not account_ids:
-            return
-        active = Endpoint.objects.filter(is_active=True).order_by()
-        own = active.filter(account_id__in=account_ids).annotate(target=F("account_id"))
-        of_organizations = active.filter(organization__memberships__account_id__in=account_ids).annotate(
-            target=F("organization__memberships__account_id")
-        )
-        fields = ("pk", "event_types", "target")
-        for endpoint_id, event_types, target in own.values_list(*fields).union(of_organizations.values_list(*fields)):
-            self.targets[target].append((endpoint_id, event_types))
+        self.targets: dict[UUID, list[tuple[int, str]]] = endpoint_targets(list(dict.fromkeys(account_ids)))
 
     def wants(self, event_type: str, account_id: UUID) -> bool:
         return any(not types or f",{event_type}," in types for _id, types in self.targets.get(account_id, ()))
@@ -228,6 +218,15 @@ def webhook_sandboxes_deleted(
         outbox.add("sandbox.deleted", snapshot.account_id, lambda s=snapshot: {**_snapshot_data(s), "reason": reason})
         if expired and snapshot.expires_at <= outbox.now:
             outbox.add("snapshot.expired", snapshot.account_id, partial(_snapshot_data, snapshot))
+    return outbox.save()
+
+
+def webhook_live_event(*, event_type: str, account_id: UUID, data: dict) -> list[Event]:
+    """Record an event of a live sandbox: sandbox.started, sandbox.stopped, command.completed."""
+    outbox = EventOutbox([account_id])
+    if not outbox.targets:
+        return []
+    outbox.add(event_type, account_id, data)
     return outbox.save()
 
 

@@ -19,14 +19,15 @@ def get_snapshot_store() -> SnapshotStore:
                               deployment_id=settings.SANDBOX_DEPLOYMENT_ID)
 
 
-def get_sandbox_backend() -> SandboxBackend:
+def get_sandbox_backend(*, engine: str = "") -> SandboxBackend:
+    """The configured backend; `engine`: the engine a live sandbox's row names, where not DOCKER_HOST's."""
     if settings.SANDBOX_BACKEND == "docker":
         from sandboxes.providers.docker_sandbox import DockerSandboxBackend, DockerSandboxSettings
 
         return DockerSandboxBackend(settings=DockerSandboxSettings(**settings.SANDBOX_DOCKER),
                                     store=get_snapshot_store(), scratch=Path(settings.SANDBOX_ROOT) / "scratch",
                                     deployment_id=settings.SANDBOX_DEPLOYMENT_ID,
-                                    command_timeout=settings.SANDBOX_COMMAND_TIMEOUT)
+                                    command_timeout=settings.SANDBOX_COMMAND_TIMEOUT, engine=engine)
     from sandboxes.providers.local_sandbox import LocalSandboxBackend
 
     return LocalSandboxBackend(root=settings.SANDBOX_ROOT, command_timeout=settings.SANDBOX_COMMAND_TIMEOUT,

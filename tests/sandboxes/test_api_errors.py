@@ -170,8 +170,9 @@ def test_an_unknown_page_outside_the_api_stays_an_html_404(api):
 @pytest.mark.parametrize(
     "method, path",
     [("get", SETUP), ("put", SETUP), ("patch", SETUP), ("delete", SETUP),
-     ("post", DELETE), ("put", DELETE), ("post", "/api/sandboxes/file"), ("delete", "/api/sandboxes/file"),
-     ("post", "/api/tasks/runs"), ("delete", "/api/tasks/runs")],
+     ("put", DELETE), ("post", "/api/sandboxes/file"), ("delete", "/api/sandboxes/file"),
+     ("post", "/api/tasks/runs"), ("delete", "/api/tasks/runs"), ("get", "/api/sandboxes/stop"),
+     ("get", "/api/sandboxes/files"), ("delete", "/api/sandboxes/commands")],
 )
 def test_a_method_an_endpoint_does_not_take_is_a_405_json_error(people, api, method, path):
     response = api.call(method, path, key=people.alice.key)

@@ -58,7 +58,8 @@ def test_a_sandbox_never_set_up_is_none_with_every_field_null(people, api):
     assert response.status_code == 200
     assert response.json() == {
         "status": "success", "account_id": str(people.bob.account.pk), "state": "none", "snapshot_id": None,
-        "github_repo": None, "expires_at": None, "created_at": None, "last_run": None, "filetree": None,
+        "github_repo": None, "expires_at": None, "created_at": None, "last_run": None, "sandbox": None,
+        "filetree": None,
     }
 
 

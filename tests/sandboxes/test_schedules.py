@@ -271,6 +271,7 @@ TASK_NAMES = {
     "sandboxes: remove expired idempotency keys": "remove expired idempotency keys",
     "webhooks: deliver events whose delivery is due": "deliver due webhooks",
     "webhooks: warn of expiring snapshots": "warn of expiring snapshots",
+    "sandboxes: stop idle live sandboxes": "stop idle live sandboxes",
 }
 
 
@@ -279,7 +280,7 @@ def test_scheduled_tasks_are_named_after_what_they_do_and_a_successful_sweep_is_
 
     assert sorted(task["name"] for task in ran) == sorted(TASK_NAMES.values())
     kept = set(Task.objects.values_list("name", flat=True))
-    # The every-minute sweeps (stale runs, due webhooks) leave nothing when they succeed.
+    # The every-minute sweeps (stale runs, due webhooks, idle live sandboxes) leave nothing when they succeed.
     assert kept == {"delete expired sandboxes", "reconcile database, git host and backend",
                     "remove expired idempotency keys", "warn of expiring snapshots"}
 
