@@ -370,6 +370,7 @@ class LiveSandbox(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name = "live sandbox"
+        permissions = [("stop_livesandbox", "Can stop live sandboxes (takes a snapshot first)")]
         indexes = [models.Index(fields=["account", "-created_at"], name="live_sandbox_account_recent")]
         constraints = [
             # One live sandbox per account: concurrent starts cannot make two.
@@ -418,6 +419,7 @@ class SandboxCommand(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        permissions = [("kill_sandboxcommand", "Can kill running commands in live sandboxes")]
         indexes = [models.Index(fields=["account", "-created_at"], name="command_account_recent"),
                    models.Index(fields=["status", "background"], name="command_status_background")]
 
