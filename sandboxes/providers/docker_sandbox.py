@@ -378,6 +378,10 @@ class DockerSandboxBackend(StoreBackedSnapshots):
             elapsed = time.monotonic() - started
             exit_code = self.api.exec_inspect(exec_id)["ExitCode"]
         timed_out = killed.is_set() or (exit_code in commands.TIMEOUT_STATUSES and elapsed >= spec.timeout_seconds)
+        if timed_out and not killed.is_set():
+            # The engine ends the stream when the process it started ends; what
+            # that process started in the background is killed with its group.
+            self.kill_command(sandbox_id, spec.command_id)
         return CommandOutput(
             exit_code=None if timed_out else exit_code, stdout=output.text("stdout"), stderr=output.text("stderr"),
             stdout_truncated=output.stdout_truncated, stderr_truncated=output.stderr_truncated, timed_out=timed_out,
