@@ -81,8 +81,7 @@ def test_a_sandbox_is_a_running_container_with_its_workspace_on_a_labelled_volum
     }
     assert container.labels == labels
     [mount] = container.attrs["Mounts"]
-    assert (mount["Type"], mount["Destination"], mount["Name"]) == ("volume", "/workspace",
-                                                                    f"{deployment}-{sandbox_id}-workspace")
+    assert (mount["Type"], mount["Destination"]) == ("volume", "/workspace")
     assert docker_engine.volumes.get(mount["Name"]).attrs["Labels"] == labels
 
 
@@ -95,7 +94,7 @@ def test_the_container_is_locked_down_by_its_settings(backend, deployment, docke
     assert host["CapDrop"] == ["ALL"] and not host["CapAdd"]
     assert host["SecurityOpt"] == ["no-new-privileges"]
     assert host["Privileged"] is False
-    assert host["NetworkMode"] == "none"
+    assert host["NetworkMode"] == "none" and container.attrs["Config"]["NetworkDisabled"] is True
     assert host["Memory"] == host["MemorySwap"] == 512 * 1024**2
     assert host["NanoCpus"] == 1_000_000_000
     assert host["PidsLimit"] == 256
