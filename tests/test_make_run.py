@@ -34,6 +34,7 @@ from tests.processes import free_port, manage
 
 REPO = Path(__file__).resolve().parents[1]
 README_MARKER = "<!-- organization-example"
+LIVE_MARKER = "<!-- live-sandbox-example"
 STARTUP_TIMEOUT = 120
 # What a fresh clone's shell does not have: the service's variables, and a
 # make that would run as a sub-make of `make test`.
@@ -142,15 +143,20 @@ def started(tmp_path, var_dir):
         run.kill()
 
 
-def organization_example(port: int) -> str:
-    """The README's organization example, with the port of the test's server instead of 8000."""
+def readme_example(marker: str, port: int) -> str:
+    """The README's sh block after `marker`, with the port of the test's server instead of 8000."""
     readme = (REPO / "README.md").read_text()
-    assert README_MARKER in readme, "README.md has no organization-example block"
-    match = re.search(r"```sh\n(.*?)```", readme.split(README_MARKER, 1)[1], re.DOTALL)
-    assert match, "the organization-example marker is not followed by a sh block"
+    assert marker in readme, f"README.md has no {marker} block"
+    match = re.search(r"```sh\n(.*?)```", readme.split(marker, 1)[1], re.DOTALL)
+    assert match, f"the {marker} marker is not followed by a sh block"
     block = match.group(1)
     assert "http://127.0.0.1:8000/" in block
     return block.replace("http://127.0.0.1:8000/", f"http://127.0.0.1:{port}/")
+
+
+def organization_example(port: int) -> str:
+    """The README's organization example, with the port of the test's server instead of 8000."""
+    return readme_example(README_MARKER, port)
 
 
 def json_documents(output: str) -> list:
@@ -199,6 +205,16 @@ def test_make_run_migrates_serves_runs_setups_and_stops_on_ctrl_c(started, var_d
         time.sleep(0.5)
     assert state["status"] == "COMPLETED", run.report(f"the run ended {state}")
     assert state["output"]["snapshot_id"].startswith("snap_")
+
+    # The live sandbox example, as typed: start, a command, an upload, stop.
+    live = subprocess.run(["bash", "-e", "-c", readme_example(LIVE_MARKER, port)], cwd=REPO,
+                          env={**env, "ACCOUNT": account, "KEY": key}, capture_output=True, text=True, timeout=120)
+    assert live.returncode == 0, run.report(f"the README's live example failed: {live.stdout}{live.stderr}")
+    started_sandbox, command, upload, stopped = json_documents(live.stdout)
+    assert started_sandbox["sandboxes"][0]["sandboxStatus"] == "running", started_sandbox
+    assert command["exitCode"] == 0 and "README.md" in command["stdout"].split(), command
+    assert [entry["path"] for entry in upload["uploaded"]] == ["hello.py"], upload
+    assert stopped["snapshot"]["snapshot_id"].startswith("snap_"), stopped
 
     run.interrupt()
     run.wait_for_exit(timeout=60)
