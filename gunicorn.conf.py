@@ -13,3 +13,8 @@ if environment.choice("LOG_FORMAT", "plain", logs.FORMATS) == "json":
         level=environment.choice("LOG_LEVEL", "info", logs.LEVELS).upper(), log_format="json",
         levels={"gunicorn.error": "INFO", "gunicorn.access": "INFO"},
     )
+
+# A foreground command of a live sandbox (POST /api/sandboxes/commands) holds
+# its worker up to SANDBOX_COMMAND_MAX_MS: the worker's timeout is above it.
+# A --timeout on the command line takes precedence over this.
+timeout = environment.integer("SANDBOX_COMMAND_MAX_MS", 300_000, minimum=1000) // 1000 + 30
