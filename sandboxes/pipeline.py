@@ -2,7 +2,11 @@
 
 Steps, each recorded on the run as it starts and ends:
 
-1. create_sandbox     start a sandbox in the backend
+1. create_sandbox     start a sandbox in the backend: in a thread of its own, beside
+                      steps 2 and 3's git work, which needs no sandbox (a
+                      container takes a tenth of a second to start); step 3
+                      waits for it before writing into it, and it is recorded
+                      when it has finished
 2. ensure_repository  create the account's repository, or reuse it
 3. provision          on the worker, in a checkout folder: write the starter layout,
                       commit, push to the repository (a repository that already has
@@ -24,8 +28,11 @@ what failed in the service's words; the raw detail of a failure (git's output,
 the folders of this host, an unexpected exception) goes to the log.
 """
 
+import contextvars
 import logging
-from contextlib import contextmanager
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -46,6 +53,7 @@ from sandboxes.providers.base import (
     SandboxBackend,
     SandboxBackendError,
     SandboxOwner,
+    new_sandbox_id,
     repository_name_for,
     repository_name_from_url,
 )
@@ -85,6 +93,7 @@ class SetupContext:
     unsaved_filetree: list = field(default_factory=list)
     previous_snapshot_id: str = ""
     output: dict = field(default_factory=dict)
+    sandbox_started: "BackgroundStep | None" = None
 
 
 def _now_iso() -> str:
@@ -117,6 +126,10 @@ class StepRecorder:
         except RunCanceled:
             entry.update(ok=False, detail="Canceled")
             raise
+        except StepFailed:
+            # A step running beside this one failed (create_sandbox): the run fails there.
+            entry.update(ok=False, detail="Stopped: an earlier step failed")
+            raise
         except Exception as exc:
             logger.exception("Setup run %s: unexpected error in step %s", self.run.pk, name)
             entry.update(ok=False, detail="Unexpected error")
@@ -131,20 +144,78 @@ class StepRecorder:
             self._save()
 
 
+    def start_in_background(self, name: str, work: Callable[[], str]) -> "BackgroundStep":
+        """Record the step as started and run `work` (its detail) in a thread; `wait()` records how it ended."""
+        entry = {"name": name, "started": _now_iso(), "finished": None, "ok": None, "detail": ""}
+        self.run.steps.append(entry)
+        self.run.current_step = name
+        self._save()
+        # In the run's logging context (config/logs.py): its lines carry the run's id.
+        return BackgroundStep(self, name, entry, _STEP_THREADS.submit(contextvars.copy_context().run, work))
+
+
+# Threads of the steps that run beside others (a sandbox's start).
+_STEP_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="setup-step")
+
+
+@dataclass
+class BackgroundStep:
+    recorder: StepRecorder
+    name: str
+    entry: dict
+    future: Future
+    recorded: bool = False
+    ok: bool = False
+
+    def wait(self) -> None:
+        """Wait for the step's work and record its end; StepFailed (naming this step) when it failed."""
+        if self.recorded:
+            return
+        self.recorded = True
+        try:
+            detail, ok = self.future.result(), True
+        except ProviderError as exc:
+            logger.warning("Setup run %s: step %s failed: %s%s", self.recorder.run.pk, self.name, exc,
+                           f"\n{exc.detail}" if exc.detail else "")
+            failure = StepFailed(f"{STEP_LABELS[self.name]} failed: {exc}", step=self.name)
+            detail, ok = str(exc), False
+        except Exception:
+            logger.exception("Setup run %s: unexpected error in step %s", self.recorder.run.pk, self.name)
+            failure = StepFailed(
+                f"{STEP_LABELS[self.name]} failed unexpectedly (an error in the service; its log has the details)",
+                step=self.name,
+            )
+            detail, ok = "Unexpected error", False
+        self.ok = ok
+        self.entry.update(ok=ok, detail=detail, finished=_now_iso())
+        self.recorder._save()
+        if not ok:
+            raise failure
+
+    def settle(self) -> None:
+        """Wait for the work to end, whatever its outcome (before the sandbox is shut down)."""
+        with suppress(StepFailed):
+            self.wait()
+
+
 # --- the steps ----------------------------------------------------------------
 
 
-def _create_sandbox(context: SetupContext) -> str:
+def _start_sandbox(context: SetupContext, steps: StepRecorder) -> None:
+    """Step 1, in a thread: the sandbox's id is recorded on the run first, so a shutdown always finds it."""
     run = context.run
+    run.sandbox_id = new_sandbox_id()
+    run.save(update_fields=["sandbox_id"])
     # Labelled (by a container runtime) with the run that holds it and the
     # moment the sweep gives the run up: past it, reconcile removes what is left.
-    sandbox_id = context.backend.create(owner=SandboxOwner(
-        account_id=str(run.account_id), holder=run.pk,
-        expires_at=timezone.now() + timedelta(seconds=settings.SETUP_RUN_STALE_AFTER),
-    ))
-    context.run.sandbox_id = sandbox_id
-    context.run.save(update_fields=["sandbox_id"])
-    return f"Sandbox {sandbox_id}"
+    owner = SandboxOwner(account_id=str(run.account_id), holder=run.pk,
+                         expires_at=timezone.now() + timedelta(seconds=settings.SETUP_RUN_STALE_AFTER))
+
+    def create() -> str:
+        context.backend.create(owner=owner, sandbox_id=run.sandbox_id)
+        return f"Sandbox {run.sandbox_id}"
+
+    context.sandbox_started = steps.start_in_background("create_sandbox", create)
 
 
 def _ensure_repository(context: SetupContext) -> str:
@@ -170,6 +241,14 @@ def _starter_files() -> dict[str, bytes]:
 
 
 def _provision(context: SetupContext) -> str:
+    try:
+        return _provision_checkout(context)
+    except Exception:
+        context.sandbox_started.wait()  # the sandbox's failed start, if it failed, is what the run failed at
+        raise
+
+
+def _provision_checkout(context: SetupContext) -> str:
     with checkout_folder(context.run.pk) as folder:
         checkout = Checkout(git_host=context.git_host, repository=context.repository, folder=folder,
                             just_created=context.repository_created)
@@ -183,6 +262,7 @@ def _provision(context: SetupContext) -> str:
             checkout.write_files(files)
             checkout.commit_and_push("Set up sandbox")
             detail = f"Pushed {len(files)} starter files to branch {checkout.branch}"
+        context.sandbox_started.wait()
         context.backend.write_tree(context.run.sandbox_id, folder)
     return detail
 
@@ -224,8 +304,8 @@ def _save_snapshot(context: SetupContext) -> str:
     return f"Expires {expires_at.isoformat()}"
 
 
+# After create_sandbox, which starts beside them (_start_sandbox).
 STEPS = [
-    ("create_sandbox", _create_sandbox),
     ("ensure_repository", _ensure_repository),
     ("provision", _provision),
     ("snapshot", _snapshot),
@@ -293,6 +373,13 @@ def undo_run_resources(*, run: SetupRun, backend: SandboxBackend, git_host: GitH
 def _shutdown(context: SetupContext, steps: StepRecorder) -> str:
     if not context.run.sandbox_id:
         return ""
+    if context.sandbox_started is not None:
+        context.sandbox_started.settle()  # a sandbox still starting is shut down once it has started
+        if not context.sandbox_started.ok:
+            # It was never made: a backend takes away what a failed start made.
+            context.run.sandbox_id = ""
+            context.run.save(update_fields=["sandbox_id"])
+            return ""
     try:
         with steps.record("shutdown") as outcome:
             context.backend.stop(context.run.sandbox_id)
@@ -330,6 +417,8 @@ def _execute(run_id: str, task_id: str) -> RunOutcome | None:
     steps = StepRecorder(run)
     error, failed_step, canceled = "", "", False
     try:
+        _raise_if_canceled(run)
+        _start_sandbox(context, steps)
         for name, action in STEPS:
             _raise_if_canceled(run)
             with steps.record(name) as outcome:

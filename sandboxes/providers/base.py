@@ -6,6 +6,7 @@ raises these errors, never the types of the library it wraps.
 """
 
 import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -114,6 +115,10 @@ class CommandResult:
     exit_code: int
     stdout: str
     stderr: str
+
+
+def new_sandbox_id() -> str:
+    return "sbx_" + secrets.token_hex(10)
 
 
 @dataclass(frozen=True)
@@ -310,8 +315,8 @@ def repository_name_from_url(url: str) -> str:
 class SandboxBackend(Protocol):
     name: str
 
-    def create(self, *, owner: SandboxOwner | None = None) -> str:
-        """Start a sandbox and return its id."""
+    def create(self, *, owner: SandboxOwner | None = None, sandbox_id: str | None = None) -> str:
+        """Start a sandbox (with `sandbox_id`, a new_sandbox_id() the caller recorded first) and return its id."""
 
     def write_files(self, sandbox_id: str, files: Mapping[str, bytes]) -> None:
         """Write files (relative path → content) into the sandbox's workspace."""

@@ -55,6 +55,7 @@ from sandboxes.providers.base import (
     SandboxBackendError,
     SandboxOwner,
     SnapshotInfo,
+    new_sandbox_id,
     os_reason,
 )
 from sandboxes.providers.snapshot_store import SnapshotStore, checked_snapshot_id
@@ -254,8 +255,8 @@ class DockerSandboxBackend(StoreBackedSnapshots):
         )
 
     # --- interface -----------------------------------------------------------
-    def create(self, *, owner: SandboxOwner | None = None) -> str:
-        sandbox_id = "sbx_" + secrets.token_hex(10)
+    def create(self, *, owner: SandboxOwner | None = None, sandbox_id: str | None = None) -> str:
+        sandbox_id = sandbox_id or new_sandbox_id()
         labels = self._labels(sandbox_id, owner or SandboxOwner())
         try:
             with self._translated("start a sandbox", sandbox_id):

@@ -33,6 +33,7 @@ from sandboxes.providers.base import (
     SandboxBackendError,
     SandboxOwner,
     SnapshotInfo,
+    new_sandbox_id,
     os_reason,
 )
 from sandboxes.providers.process import BASE_ENV, run_command
@@ -71,9 +72,9 @@ class LocalSandboxBackend(StoreBackedSnapshots):
         return workspace
 
     # --- interface ---------------------------------------------------------
-    def create(self, *, owner: SandboxOwner | None = None) -> str:
+    def create(self, *, owner: SandboxOwner | None = None, sandbox_id: str | None = None) -> str:
         # A folder has no labels: the owner is recorded by the caller (the run's sandbox_id).
-        sandbox_id = "sbx_" + secrets.token_hex(10)
+        sandbox_id = sandbox_id or new_sandbox_id()
         sandbox_dir = self._sandbox_dir(sandbox_id)
         try:
             (sandbox_dir / "workspace").mkdir(parents=True)

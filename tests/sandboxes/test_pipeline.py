@@ -97,7 +97,9 @@ def assert_failed_at(run: SetupRun, name: str, sentence: str):
     assert run.output is None
     assert run.finished_at is not None
     done = [entry["name"] for entry in run.steps if entry["ok"]]
-    assert done == ALL_STEPS[: ALL_STEPS.index(name)] + (["shutdown"] if run.sandbox_id else [])
+    # The sandbox starts beside the repository's creation: that one has run when the start fails.
+    before = ["ensure_repository"] if name == "create_sandbox" else ALL_STEPS[: ALL_STEPS.index(name)]
+    assert done == before + (["shutdown"] if run.sandbox_id else [])
     assert run.current_step == name  # the step that failed, not the shutdown after it
     assert_no_host_paths(run)
 
@@ -238,7 +240,9 @@ def test_a_sandbox_that_cannot_be_created_fails_the_run_and_a_retry_completes(
         run, "create_sandbox", "Creating the sandbox failed: Could not create a sandbox under"
     )
     assert run.sandbox_id == ""
-    assert [entry["name"] for entry in run.steps] == ["create_sandbox"]
+    # The repository made beside the sandbox's start is taken away again.
+    assert [(entry["name"], entry["ok"]) for entry in run.steps] == [
+        ("create_sandbox", False), ("ensure_repository", True), ("provision", False)]
     assert not Snapshot.objects.filter(account=people.alice.account).exists()
     assert not repository_path(people.alice.account).exists()
     assert sandbox_root.is_file()
