@@ -433,9 +433,12 @@ class SandboxCommandsView(TargetAccountView):
         given = serializer.validated_data
         account = self.target_account(request, given.get("account_id"))
         try:
+            services.refuse_inactive(account)
             record = live.command_run(account=account, actor=Actor.from_api_request(request), command=given["command"],
                                       args=given["args"], cwd=given["cwd"], env=given["env"],
                                       timeout_ms=given["timeout_ms"], background=given["background"])
+        except services.AccountInactive:
+            raise _inactive(account) from None
         except live.LiveSandboxError as exc:
             raise LIVE_ERROR_ANSWERS[type(exc)](str(exc)) from None
         return Response({"status": "success", **live.command_representation(record)},
@@ -500,8 +503,11 @@ class SandboxFilesView(TargetAccountView):
                                   "(SANDBOX_UPLOAD_MAX_BYTES)")
         account = self.target_account(request, given.get("account_id"))
         try:
+            services.refuse_inactive(account)
             uploaded = live.files_upload(account=account, actor=Actor.from_api_request(request), files=contents,
                                          message=given["message"])
+        except services.AccountInactive:
+            raise _inactive(account) from None
         except live.LiveSandboxError as exc:
             raise LIVE_ERROR_ANSWERS[type(exc)](str(exc)) from None
         return Response({"status": "success", "uploaded": uploaded})
@@ -531,9 +537,12 @@ class SandboxStopView(TargetAccountView):
         account = self.target_account(request, given.get("account_id"))
         actor = Actor.from_api_request(request)
         try:
+            services.refuse_inactive(account)
             sandbox = live.live_sandbox_running(account=account)
             snapshot = live.live_sandbox_stop(sandbox=sandbox, actor=actor, reason="api",
                                               take_snapshot=given["snapshot"])
+        except services.AccountInactive:
+            raise _inactive(account) from None
         except live.LiveSandboxError as exc:
             raise LIVE_ERROR_ANSWERS[type(exc)](str(exc)) from None
         return Response({"status": "success",
