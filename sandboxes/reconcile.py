@@ -25,7 +25,8 @@ Steps, in this order (each one's fix can only help the ones after it):
                     clearing the row's repository)
 6. leftover         containers and volumes of a container runtime (the docker
    sandboxes        backend) that carry a deployment's mark, listed by that
-                    label: those of this deployment that no running setup holds,
+                    label: those of this deployment that no running setup or live
+                    sandbox holds,
                     or that are past the moment their label says they must be
                     gone, are removed; another deployment's are listed as not
                     ours and are never removed
@@ -53,7 +54,7 @@ from django.utils import timezone
 from accounts.audit import Actor, audit_event, audit_record, audit_record_many
 from accounts.models import Account, AuditEvent
 from config.timefmt import format_moment
-from sandboxes.models import SetupRun, Snapshot
+from sandboxes.models import LiveSandbox, SetupRun, Snapshot
 from sandboxes.providers import get_git_host, get_sandbox_backend
 from sandboxes.providers.base import (
     ProviderError,
@@ -466,8 +467,11 @@ class _Reconciler:
         for chunk in _chunks(resources, self.batch_size):
             if self.out_of_time():
                 return
-            running = set(SetupRun.objects.filter(pk__in={resource.holder for resource in chunk},
-                                                  status__in=SetupRun.ACTIVE_STATUSES).values_list("pk", flat=True))
+            holders = {resource.holder for resource in chunk}
+            running = set(SetupRun.objects.filter(pk__in=holders, status__in=SetupRun.ACTIVE_STATUSES)
+                          .values_list("pk", flat=True))
+            running |= set(LiveSandbox.objects.filter(pk__in=holders, status__in=LiveSandbox.LIVE_STATUSES)
+                           .values_list("pk", flat=True))
             found = [(resource, self._leftover(resource, running, timezone.now())) for resource in chunk]
             found = [(resource, finding) for resource, finding in found if finding is not None]
             self.report.findings += [finding for _resource, finding in found]
@@ -493,7 +497,8 @@ class _Reconciler:
         elif resource.holder in running:
             return None
         else:
-            reason = f"setup run {resource.holder}, which held it, is over" if resource.holder else "no setup run holds it"
+            reason = (f"{'live sandbox' if resource.holder.startswith('sbx_') else 'setup run'} {resource.holder}, "
+                      "which held it, is over" if resource.holder else "no setup run or live sandbox holds it")
         return Finding(kind=FindingKind.LEFTOVER_SANDBOX, subject=subject, account_id=account_id, reason=reason)
 
     def _remove_runtime_resource(self, item: tuple[RuntimeResource, Finding]) -> None:

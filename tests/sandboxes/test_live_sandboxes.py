@@ -320,3 +320,27 @@ def test_a_delete_removes_a_running_sandbox_without_a_snapshot(api, people, star
     assert not Snapshot.objects.filter(account=people.alice.account).exists()
     [event] = events_of("sandbox.stopped")
     assert event["reason"] == "deleted"
+
+
+@pytest.mark.docker
+def test_reconcile_keeps_a_live_sandboxs_container_and_removes_it_once_its_row_is_not_live(
+        api, people, docker_settings, docker_engine, settings):
+    from accounts.audit import Actor
+    from sandboxes.reconcile import FindingKind, sandboxes_reconcile
+
+    settings.SANDBOX_LOCAL_EXEC = "unsafe"
+    settings.SANDBOX_DEPLOYMENT_ID = "live-reconcile"
+    sandbox_id = api.call("post", START, key=people.alice.key, body={}).json()["sandboxes"][0]["sandboxId"]
+    marked = {"label": f"sandbox-service.holder={sandbox_id}"}
+
+    kept = sandboxes_reconcile(fix=True, actor=Actor.command("tests"))
+    assert not [f for f in kept.findings if f.kind == FindingKind.LEFTOVER_SANDBOX], kept.summary
+    assert len(docker_engine.containers.list(filters=marked)) == 1
+
+    LiveSandbox.objects.filter(pk=sandbox_id).update(status=LiveSandbox.Status.FAILED)  # as a lost one is
+    removed = sandboxes_reconcile(fix=True, actor=Actor.command("tests"))
+
+    leftovers = [f for f in removed.findings if f.kind == FindingKind.LEFTOVER_SANDBOX]
+    assert sorted(f.subject.split()[0] for f in leftovers) == ["container", "volume"]
+    assert all(f.fixed and f"live sandbox {sandbox_id}, which held it, is over" in f.reason for f in leftovers)
+    assert docker_engine.containers.list(all=True, filters=marked) == []
