@@ -2,6 +2,7 @@
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -24,11 +25,17 @@ class Account(models.Model):
     is_authenticated = True
 
 
+def default_scopes() -> list[str]:
+    """The scopes of a key made without naming any: API_KEY_DEFAULT_SCOPES."""
+    return list(settings.API_KEY_DEFAULT_SCOPES)
+
+
 class ApiKey(models.Model):
     """An API key, stored only as its HMAC-SHA256 hash (see accounts/keys.py).
 
     A key with an organization is an organization key: it may act on the
-    accounts of that organization's members (orgs/access.py).
+    accounts of that organization's members (orgs/access.py). Its scopes say
+    what it may do to them (accounts/scopes.py).
     """
 
     account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="api_keys")
@@ -42,6 +49,8 @@ class ApiKey(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    scopes = models.JSONField(default=default_scopes, blank=True,
+                              help_text="What the key may do, e.g. [\"sandboxes:read\", \"sandboxes:setup\"]")
 
     class Meta:
         verbose_name = "API key"
@@ -96,12 +105,13 @@ class AuditEvent(models.Model):
         SANDBOX_STOPPED = "sandbox.stopped", "Live sandbox stopped"
         FILES_UPLOADED = "sandbox.files_uploaded", "Files uploaded into a live sandbox"
         COMMAND_KILLED = "command.killed", "Command killed by staff"
+        KEY_SCOPES_CHANGED = "key.scopes_changed", "API key's scopes changed"
 
     class Outcome(models.TextChoices):
         SUCCESS = "success", "Success"
         FAILURE = "failure", "Failure"
 
-    created_at = models.DateTimeField(default=timezone.now, db_index=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
     action = models.CharField(max_length=32, choices=Action.choices)
     outcome = models.CharField(max_length=10, choices=Outcome.choices, default=Outcome.SUCCESS)
     actor = models.CharField(max_length=200, help_text="Who acted: an API key and its owner, a staff user, or a command")
@@ -128,10 +138,13 @@ class AuditEvent(models.Model):
         # adds a second (LIKE) index to a text column; nothing searches these
         # by prefix. The first serves lookups by account_ref alone too.
         indexes = [
-            models.Index(fields=["account_ref", "-created_at"], name="audit_account_recent"),
+            models.Index(fields=["account_ref", "-created_at", "-id"], name="audit_account_recent"),
             models.Index(fields=["action"], name="audit_action"),
             models.Index(fields=["run_id"], name="audit_run"),
             models.Index(fields=["request_id"], name="audit_request"),
+            # GET /api/audit walks (created_at, id) newest first (accounts/audit_trail.py): the first index
+            # for one account's events, this one for everything (and the admin's dates).
+            models.Index(fields=["-created_at", "-id"], name="audit_walk"),
         ]
 
     def __str__(self):

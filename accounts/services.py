@@ -1,6 +1,6 @@
 """Writes on accounts and API keys."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -11,7 +11,8 @@ from django.utils import timezone
 
 from accounts.audit import Actor, audit_event, audit_record, audit_record_many
 from accounts.keys import generate_key, hash_key, visible_prefix
-from accounts.models import Account, ApiKey, AuditEvent
+from accounts.models import Account, ApiKey, AuditEvent, default_scopes
+from accounts.scopes import normalized_scopes, scopes_display
 
 if TYPE_CHECKING:
     from sandboxes.services import SandboxDeletion
@@ -26,9 +27,14 @@ def account_create(*, name: str, email: str) -> Account:
 
 @transaction.atomic
 def api_key_create(
-    *, account: Account, actor: Actor, organization=None, name: str = "", expires_at: datetime | None = None
+    *, account: Account, actor: Actor, organization=None, name: str = "", expires_at: datetime | None = None,
+    scopes: Iterable[str] | None = None,
 ) -> tuple[ApiKey, str]:
-    """Create a key and return it with the raw key, which is never stored and cannot be shown again."""
+    """Create a key and return it with the raw key, which is never stored and cannot be shown again.
+
+    `scopes` None: API_KEY_DEFAULT_SCOPES. ValueError for a name that is not a scope (accounts/scopes.py).
+    """
+    scopes = normalized_scopes(default_scopes() if scopes is None else scopes)
     raw_key = generate_key()
     key = ApiKey.objects.create(
         account=account,
@@ -37,14 +43,39 @@ def api_key_create(
         prefix=visible_prefix(raw_key),
         key_hash=hash_key(raw_key),
         expires_at=expires_at,
+        scopes=scopes,
     )
     audit_record(
         action=AuditEvent.Action.KEY_CREATED,
         actor=actor,
         account=account,
-        detail=f"Key {key.prefix}… ({name or 'unnamed'})" + (f" of organization {organization.slug}" if organization else ""),
+        detail=f"Key {key.prefix}… ({name or 'unnamed'})" + (f" of organization {organization.slug}" if organization else "")
+        + f", scopes {scopes_display(scopes)}",
     )
     return key, raw_key
+
+
+@transaction.atomic
+def api_key_scopes_set(*, key: ApiKey, scopes: Iterable[str], actor: Actor) -> bool:
+    """Give the key these scopes from its next request on, recorded as before → after; False if they were its own.
+
+    ValueError for a name that is not a scope.
+    """
+    scopes = normalized_scopes(scopes)
+    stored = ApiKey.objects.select_for_update().get(pk=key.pk)
+    if stored.scopes == scopes:
+        key.scopes = scopes
+        return False
+    ApiKey.objects.filter(pk=key.pk).update(scopes=scopes)
+    key.scopes = scopes
+    audit_record(
+        action=AuditEvent.Action.KEY_SCOPES_CHANGED,
+        actor=actor,
+        account=stored.account_id,
+        detail=f"Key {stored.prefix}… ({stored.name or 'unnamed'}): scopes: {scopes_display(stored.scopes)} → "
+        f"{scopes_display(scopes)}",
+    )
+    return True
 
 
 @transaction.atomic

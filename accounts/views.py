@@ -9,6 +9,7 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_seriali
 from rest_framework import serializers
 from rest_framework.response import Response
 
+from accounts.scopes import NO_SCOPE
 from config.api_input import ApiView
 from orgs.permissions import HasApiKey
 from sandboxes.serializers import SandboxErrorResponseSerializer
@@ -16,6 +17,7 @@ from sandboxes.serializers import SandboxErrorResponseSerializer
 
 class PingView(ApiView):
     permission_classes = [HasApiKey]
+    required_scopes = {"GET": NO_SCOPE}  # any usable key, whatever its scopes
 
     @extend_schema(
         operation_id="ping",

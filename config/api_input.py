@@ -22,8 +22,16 @@ which also refuses JSON nested too deeply and an object with a key twice; a
 chunked body is read, within API_MAX_BODY_BYTES, by
 config.middleware.ApiBodySizeLimitMiddleware.
 
-tests/test_api_input.py checks that every view under /api/ is an `ApiView`,
-so a new endpoint cannot forget the first rule.
+Every `ApiView` names, in `required_scopes`, the scope of each HTTP method it
+answers (accounts/scopes.py: e.g. `{"GET": SANDBOXES_READ, "DELETE":
+SANDBOXES_DELETE}`, or NO_SCOPE); `ApiView` checks it for every request,
+before the view's own permissions' object checks and before the handler, so a
+key without it gets a 403 naming the scope and nothing happens. A method not
+named is refused.
+
+tests/test_api_input.py checks that every view under /api/ is an `ApiView`
+and declares a scope for each method it answers, so a new endpoint cannot
+forget either rule.
 """
 
 from collections.abc import Mapping
@@ -76,7 +84,7 @@ class QuerySerializer(StrictSerializer):
 
 
 class ApiView(APIView):
-    """The base of every API view: refuses query parameters it does not take.
+    """The base of every API view: checks the key's scope, refuses query parameters it does not take.
 
     `query_serializers` maps an HTTP method to the `QuerySerializer` of the
     query parameters it takes; a method not named takes none. The check runs
@@ -85,6 +93,13 @@ class ApiView(APIView):
     """
 
     query_serializers: dict[str, type[QuerySerializer]] = {}
+    #: HTTP method -> the scope a key needs for it (accounts/scopes.py); checked by orgs.permissions.KeyHasScope.
+    required_scopes: dict[str, str] = {}
+
+    def get_permissions(self):
+        from orgs.permissions import KeyHasScope  # orgs imports accounts' models, which need the apps loaded
+
+        return [*super().get_permissions(), KeyHasScope()]
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)

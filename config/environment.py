@@ -120,6 +120,15 @@ def words(name: str, default: str = "") -> list[str]:
     return [item for item in re.split(r"[,\s]+", text(name, default)) if item]
 
 
+def choices(name: str, default: str, allowed: tuple[str, ...]) -> list[str]:
+    """Words separated by spaces or commas, each one of `allowed`; kept in the order of `allowed`, each once."""
+    given = words(name, default)
+    unknown = [word for word in given if word not in allowed]
+    if unknown:
+        stop(f"{name}: {', '.join(unknown)} is not one of {', '.join(allowed)}")
+    return [word for word in allowed if word in given]
+
+
 def secret(name: str, *, debug: bool, development_value: str) -> str:
     """A secret that production must set; with DEBUG on, a development value (see `announce_development_values`)."""
     value = text(name)

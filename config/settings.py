@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dj_database_url
 
+from accounts.scopes import ALL_SCOPES, DEFAULT_SCOPES_SETTING
 from config import environment as env
 from config import logs
 
@@ -19,6 +20,8 @@ DEBUG = env.flag("DEBUG", default=False)
 SECRET_KEY = env.secret("SECRET_KEY", debug=DEBUG, development_value="dev-secret-key-not-for-production")
 # HMAC pepper for API keys: a database dump alone cannot be used to check guessed keys.
 API_KEY_PEPPER = env.secret("API_KEY_PEPPER", debug=DEBUG, development_value="dev-api-key-pepper")
+# The scopes of a key made without naming any (accounts/scopes.py); keys made before scopes existed hold every one.
+API_KEY_DEFAULT_SCOPES = env.choices("API_KEY_DEFAULT_SCOPES", DEFAULT_SCOPES_SETTING, ALL_SCOPES)
 env.announce_development_values([name for name in ("SECRET_KEY", "API_KEY_PEPPER") if DEBUG and not env.text(name)])
 ALLOWED_HOSTS = env.words("ALLOWED_HOSTS", "localhost 127.0.0.1 [::1]" if DEBUG else "")
 if not DEBUG and not ALLOWED_HOSTS:

@@ -1,8 +1,9 @@
-"""DRF permission classes; the rules themselves live in orgs/access.py."""
+"""DRF permission classes; the rules themselves live in orgs/access.py and accounts/scopes.py."""
 
 from rest_framework.permissions import BasePermission
 
 from accounts.models import ApiKey
+from accounts.scopes import required_scope
 from orgs.access import ACCESS_DENIED_MESSAGE, may_act_on_account
 
 
@@ -20,3 +21,18 @@ class MayActOnAccount(HasApiKey):
 
     def has_object_permission(self, request, view, obj):
         return may_act_on_account(key=request.auth, account=obj)
+
+
+class KeyHasScope(HasApiKey):
+    """The API key holds the scope the view names for this method (config.api_input.ApiView adds it to every view)."""
+
+    def has_permission(self, request, view):
+        if not super().has_permission(request, view):
+            return False
+        if not hasattr(view, request.method.lower()):
+            return True  # a method the view does not answer: DRF's 405 follows
+        refusal = required_scope(request.auth, view.required_scopes, request.method)
+        if refusal:
+            self.message = refusal
+            return False
+        return True

@@ -18,6 +18,7 @@ from rest_framework.response import Response
 
 from accounts.audit import Actor
 from accounts.models import Account
+from accounts.scopes import SANDBOXES_DELETE, SANDBOXES_EXEC, SANDBOXES_READ, SANDBOXES_SETUP
 from config.api_input import ApiView
 from config.errors import error_body
 from orgs.access import ACCESS_DENIED_MESSAGE, reachable_accounts
@@ -139,6 +140,7 @@ def _inactive(account: Account) -> PermissionDenied:
 
 class SetupSandboxView(TargetAccountView):
     throttle_scope = "setup"  # accounts/throttling.py
+    required_scopes = {"POST": SANDBOXES_SETUP}
 
     @write_schema(
         operation_id="setup_sandbox",
@@ -168,6 +170,8 @@ class SetupSandboxView(TargetAccountView):
 class SandboxView(TargetAccountView):
     schema = DeleteWithBodySchema()
     query_serializers = {"GET": SandboxQuerySerializer}
+    required_scopes = {"GET": SANDBOXES_READ, "POST": SANDBOXES_SETUP, "PATCH": SANDBOXES_SETUP,
+                       "DELETE": SANDBOXES_DELETE}
 
     @property
     def throttle_scope(self) -> str | None:
@@ -334,6 +338,7 @@ FILE_ERRORS = {
 
 class SandboxFileView(TargetAccountView):
     query_serializers = {"GET": SandboxFileQuerySerializer}
+    required_scopes = {"GET": SANDBOXES_READ}
 
     @extend_schema(
         operation_id="read_sandbox_file",
@@ -371,6 +376,7 @@ class SandboxFileView(TargetAccountView):
 
 class RunsView(TargetAccountView):
     query_serializers = {"GET": RunsQuerySerializer}
+    required_scopes = {"GET": SANDBOXES_READ}
 
     @extend_schema(
         operation_id="list_runs",
@@ -403,6 +409,7 @@ class RunsView(TargetAccountView):
 
 class SandboxCommandsView(TargetAccountView):
     query_serializers = {"GET": CommandQuerySerializer}
+    required_scopes = {"GET": SANDBOXES_READ, "POST": SANDBOXES_EXEC}
 
     @property
     def throttle_scope(self) -> str | None:
@@ -467,6 +474,7 @@ class SandboxCommandsView(TargetAccountView):
 
 class SandboxFilesView(TargetAccountView):
     throttle_scope = "exec"
+    required_scopes = {"POST": SANDBOXES_EXEC}
 
     @write_schema(
         operation_id="upload_files",
@@ -515,6 +523,7 @@ class SandboxFilesView(TargetAccountView):
 
 class SandboxStopView(TargetAccountView):
     throttle_scope = "exec"
+    required_scopes = {"POST": SANDBOXES_EXEC}
 
     @write_schema(
         operation_id="stop_sandbox",

@@ -19,6 +19,7 @@ from rest_framework.test import APIClient
 
 from accounts.audit import Actor
 from accounts.models import Account, ApiKey
+from accounts.scopes import ALL_SCOPES
 from accounts.services import account_create, api_key_create
 from orgs.models import Membership, Organization
 from orgs.services import membership_set, organization_create
@@ -51,7 +52,9 @@ def make_person(name: str, *, organization: Organization | None = None, role: st
     account = account_create(name=name.title(), email=f"{name}@example.com")
     if organization is not None:
         membership_set(organization=organization, account=account, role=role or Membership.Role.MEMBER, actor=TESTS)
-    api_key, raw = api_key_create(actor=Actor.command("tests"), account=account, name=f"{name}'s key")
+    # Every scope: the personas' keys are as keys made before scopes existed; tests of scopes make narrower ones.
+    api_key, raw = api_key_create(actor=Actor.command("tests"), account=account, name=f"{name}'s key",
+                                  scopes=ALL_SCOPES)
     return Person(account=account, key=raw, api_key=api_key)
 
 
@@ -69,7 +72,8 @@ class People:
     sam: Person
 
     def organization_key(self, person: Person, organization: Organization) -> str:
-        return api_key_create(actor=Actor.command("tests"), account=person.account, organization=organization, name="org key")[1]
+        return api_key_create(actor=Actor.command("tests"), account=person.account, organization=organization,
+                              name="org key", scopes=ALL_SCOPES)[1]
 
 
 @pytest.fixture

@@ -25,13 +25,24 @@ target changed only as an allowed request changes it (its run queued, its
 snapshot and repository deleted, or its expiry renewed, with an audit
 event; reading the sandbox or a file of it changes nothing), and
 that nothing changed for any other account — its snapshot record, runs,
-repositories, audit events, whether it is active — in particular for none
-that the caller may not reach.
+repositories, audit events, whether it is active, its live sandbox, its
+commands and the files of its running sandbox — in particular for none that
+the caller may not reach.
+
+The live sandbox endpoints run on the local backend with
+SANDBOX_LOCAL_EXEC=unsafe. For a command, an upload, a stop and the read of
+a command, every account also has a running live sandbox (its folder holds a
+file WHOSE with the account's name) and one finished command: a command that
+reaches its target prints the target's name, and one that reached another
+account would show in that account's commands. Starting, running a command
+in, uploading to and stopping Ina's sandbox are refused (403) as the other
+writes are; reading her command is not. A command is read by its id alone,
+as a run is: one the caller may not see is a 404, as one that does not exist.
 """
 
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
@@ -40,10 +51,11 @@ from django.utils import timezone
 
 from accounts.keys import generate_key, hash_key, visible_prefix
 from accounts.models import Account, ApiKey, AuditEvent
+from accounts.scopes import ALL_SCOPES
 from orgs.access import ACCESS_DENIED_MESSAGE
 from orgs.models import Membership, Organization
-from sandboxes.models import SetupRun, Snapshot
-from sandboxes.providers import get_git_host
+from sandboxes.models import LiveSandbox, SandboxCommand, SetupRun, Snapshot
+from sandboxes.providers import get_git_host, get_sandbox_backend
 from sandboxes.providers.base import repository_name_for
 
 OWNER, MEMBER = Membership.Role.OWNER, Membership.Role.MEMBER
@@ -84,7 +96,14 @@ RELATIONS = {
     "not_a_uuid": "not-a-uuid",
 }
 
-ENDPOINTS = ("setup", "delete", "run_by_id", "runs_list", "sandbox_state", "file_read", "renew")
+ENDPOINTS = ("setup", "delete", "run_by_id", "runs_list", "sandbox_state", "file_read", "renew",
+             "start", "run_command", "read_command", "upload_files", "stop")
+# Writes: refused (403) for an inactive account the key reaches.
+WRITES = ("setup", "delete", "renew", "start", "run_command", "upload_files", "stop")
+# Read by an id alone (a run's, a command's): one the caller may not see is a 404, as one that does not exist.
+BY_ID = ("run_by_id", "read_command")
+# The endpoints whose every cell starts with a running live sandbox in each account.
+ON_RUNNING_SANDBOXES = ("run_command", "read_command", "upload_files", "stop")
 
 
 def expected_status(kind: str, relation: str, endpoint: str) -> int:
@@ -92,13 +111,13 @@ def expected_status(kind: str, relation: str, endpoint: str) -> int:
     if not KEY_KINDS[kind].usable:
         return 401
     if relation == "not_a_uuid":
-        # A run id is not a UUID: an unknown one is a run the caller cannot see.
-        return 404 if endpoint == "run_by_id" else 400
+        # A run or command id is not a UUID: an unknown one is one the caller cannot see.
+        return 404 if endpoint in BY_ID else 400
     if relation in KEY_KINDS[kind].reaches:
-        if relation == "inactive" and endpoint in ("setup", "delete", "renew"):
+        if relation == "inactive" and endpoint in WRITES:
             return 403
         return 200
-    return 404 if endpoint == "run_by_id" else 403
+    return 404 if endpoint in BY_ID else 403
 
 
 CELLS = [
@@ -116,6 +135,7 @@ class World:
     accounts: dict[str, Account]
     keys: dict[str, str]  # kind -> raw key
     runs: dict[str, str]  # account name -> id of its completed run
+    commands: dict[str, str] = field(default_factory=dict)  # account name -> id of its finished command
 
     def account_name(self, account_id) -> str:
         return next(name for name, account in self.accounts.items() if account.pk == account_id)
@@ -179,7 +199,8 @@ def copy_snapshot(made: Path, snapshot_id: str) -> None:
 
 @pytest.fixture
 def world(db, settings, bare_repository, snapshot_archive) -> World:
-    """The world of the module docstring, in a few bulk inserts (each of the 504 cells builds one)."""
+    """The world of the module docstring, in a few bulk inserts (each of the 864 cells builds one)."""
+    settings.SANDBOX_LOCAL_EXEC = "unsafe"  # live sandboxes on the local backend
     now = timezone.now()
     organizations = {
         name: Organization(name=name.title(), slug=name, is_staff=name == "staff")
@@ -200,7 +221,7 @@ def world(db, settings, bare_repository, snapshot_archive) -> World:
         rows.append(ApiKey(account=accounts[holder], organization=organizations.get(organization), name=kind,
                            prefix=visible_prefix(raw), key_hash=hash_key(raw),
                            expires_at=now - timedelta(seconds=1) if expired else None,
-                           revoked_at=now - timedelta(minutes=1) if revoked else None))
+                           revoked_at=now - timedelta(minutes=1) if revoked else None, scopes=list(ALL_SCOPES)))
     ApiKey.objects.bulk_create(rows)
 
     snapshots, runs = [], {}
@@ -219,8 +240,35 @@ def world(db, settings, bare_repository, snapshot_archive) -> World:
     return World(accounts=accounts, keys=keys, runs={name: run.pk for name, run in runs.items()})
 
 
+def start_live_sandboxes(world: World) -> None:
+    """A running live sandbox in every account, its folder holding WHOSE (the account's name), and one command."""
+    backend, now = get_sandbox_backend(), timezone.now()
+    sandboxes, commands = [], []
+    for name, account in world.accounts.items():
+        runtime_id = backend.create()
+        backend.write_files(runtime_id, {"README.md": README, "WHOSE": name.encode()})
+        sandboxes.append(LiveSandbox(account=account, status=LiveSandbox.Status.RUNNING, backend=backend.name,
+                                     engine=backend.engine, runtime_id=runtime_id, started_at=now,
+                                     last_activity_at=now))
+        commands.append(SandboxCommand(sandbox=sandboxes[-1], account=account, command="cat", args=["WHOSE"],
+                                       timeout_ms=60_000, status=SandboxCommand.Status.FINISHED, exit_code=0,
+                                       stdout=name, duration_ms=1, finished_at=now))
+    LiveSandbox.objects.bulk_create(sandboxes)
+    SandboxCommand.objects.bulk_create(commands)
+    world.commands = {name: command.pk for name, command in zip(world.accounts, commands)}
+
+
+def _workspace_files(runtime_id: str) -> list[str]:
+    """The files of a running sandbox of the local backend, relative to its workspace."""
+    from django.conf import settings
+
+    workspace = Path(settings.SANDBOX_ROOT) / "sandboxes" / runtime_id / "workspace"
+    return sorted(str(path.relative_to(workspace)) for path in workspace.rglob("*") if path.is_file())
+
+
 def state_of_every_account() -> dict:
-    """Per account: its snapshot record, its runs, its repositories, its audit events, whether it is active."""
+    """Per account: its snapshot record, its runs, its repositories, its audit events, whether it is active,
+    its live sandboxes, its commands and the files of its running sandbox."""
     repositories = [repository.name for repository in get_git_host().list_all_repositories()]
     snapshots = {account_id: (snapshot_id, expires_at)
                  for account_id, snapshot_id, expires_at in Snapshot.objects.values_list(
@@ -230,6 +278,15 @@ def state_of_every_account() -> dict:
         runs.setdefault(account_id, []).append((run_id, status))
     for account_ref in AuditEvent.objects.values_list("account_ref", flat=True):
         audit[account_ref] = audit.get(account_ref, 0) + 1
+    live, workspaces, commands = {}, {}, {}
+    for account_id, sandbox_id, status, runtime_id in LiveSandbox.objects.order_by("pk").values_list(
+            "account_id", "pk", "status", "runtime_id"):
+        live.setdefault(account_id, []).append((sandbox_id, status))
+        if status == LiveSandbox.Status.RUNNING:
+            workspaces[account_id] = _workspace_files(runtime_id)
+    for account_id, command_id, status in SandboxCommand.objects.order_by("pk").values_list(
+            "account_id", "pk", "status"):
+        commands.setdefault(account_id, []).append((command_id, status))
     return {
         account_id: {
             "active": active,
@@ -237,6 +294,9 @@ def state_of_every_account() -> dict:
             "runs": runs.get(account_id, []),
             "repositories": [name for name in repositories if name.endswith(str(account_id))],
             "audit": audit.get(account_id, 0),
+            "live": live.get(account_id, []),
+            "commands": commands.get(account_id, []),
+            "workspace": workspaces.get(account_id),
         }
         for account_id, active in Account.objects.values_list("pk", "is_active")
     }
@@ -271,6 +331,26 @@ def _target(world: World, kind: str, relation: str):
 
 def _request(api, world: World, endpoint: str, target: Account | None, named, headers: dict):
     body = {} if named is None else {"account_id": named}
+    if endpoint == "start":
+        return api.call("post", "/api/sandboxes", body=body, headers=headers)
+    if endpoint == "run_command":
+        return api.call("post", "/api/sandboxes/commands", body={**body, "command": "cat", "args": ["WHOSE"]},
+                        headers=headers)
+    if endpoint == "upload_files":
+        return api.call("post", "/api/sandboxes/files", body={**body, "files": [
+            {"path": "uploaded.txt", "content": "uploaded\n"}]}, headers=headers)
+    if endpoint == "stop":
+        return api.call("post", "/api/sandboxes/stop", body=body, headers=headers)
+    if endpoint == "read_command":
+        # The target's command; one that does not exist; a value that is no command id.
+        # No id given, as the holder itself: the holder's own command.
+        if target is not None:
+            command_id = world.commands[world.account_name(target.pk)]
+        elif named == "not-a-uuid":
+            command_id = named
+        else:
+            command_id = "cmd_" + uuid.uuid4().hex[:24]
+        return api.call("get", f"/api/sandboxes/commands?commandId={command_id}", headers=headers)
     if endpoint == "setup":
         return api.call("post", "/api/sandboxes/setup", body=body, headers=headers)
     if endpoint == "delete":
@@ -299,6 +379,8 @@ def _request(api, world: World, endpoint: str, target: Account | None, named, he
 
 @pytest.mark.parametrize("kind, relation, endpoint", CELLS)
 def test_cell_answers_as_the_rules_say_and_changes_nothing_out_of_reach(world, api, kind, relation, endpoint):
+    if endpoint in ON_RUNNING_SANDBOXES:
+        start_live_sandboxes(world)
     target, named = _target(world, kind, relation)
     before = state_of_every_account()
     expected = expected_status(kind, relation, endpoint)
@@ -316,11 +398,11 @@ def test_cell_answers_as_the_rules_say_and_changes_nothing_out_of_reach(world, a
     elif expected == 403:
         assert body["error"] == ACCESS_DENIED_MESSAGE  # the same whether the account exists or not
     if expected == 404:
-        assert body["error"].startswith("No run ")
+        assert body["error"].startswith("No command " if endpoint == "read_command" else "No run "), body
 
     after = state_of_every_account()
     changed = {account_id for account_id in before if before[account_id] != after[account_id]}
-    if expected == 200 and endpoint in ("setup", "delete", "renew"):
+    if expected == 200 and endpoint in WRITES:
         assert changed == {target.pk}, [world.account_name(pk) for pk in changed]
         _assert_target_changed_as_asked(endpoint, target, before[target.pk], after[target.pk], body)
     else:
@@ -335,9 +417,15 @@ def test_cell_answers_as_the_rules_say_and_changes_nothing_out_of_reach(world, a
         assert body["snapshot_id"] == before[target.pk]["snapshot"][0]
     if expected == 200 and endpoint == "file_read":
         assert (body["path"], body["content"]) == ("README.md", README.decode())
+    if expected == 200 and endpoint == "read_command":
+        name = world.account_name(target.pk)
+        assert (body["commandId"], body["stdout"]) == (world.commands[name], name), body
 
 
 def _assert_target_changed_as_asked(endpoint: str, target: Account, before: dict, after: dict, body: dict):
+    if endpoint in ("start", "run_command", "upload_files", "stop"):
+        _assert_live_target_changed_as_asked(endpoint, target, before, after, body)
+        return
     if endpoint == "setup":
         [new_run] = set(after["runs"]) - set(before["runs"])
         assert new_run == (body["runId"], SetupRun.Status.QUEUED)
@@ -359,7 +447,7 @@ def _assert_target_changed_as_asked(endpoint: str, target: Account, before: dict
 
 
 def test_the_matrix_covers_every_kind_relation_and_endpoint():
-    assert len(CELLS) == len(KEY_KINDS) * len(RELATIONS) * len(ENDPOINTS) == 504
+    assert len(CELLS) == len(KEY_KINDS) * len(RELATIONS) * len(ENDPOINTS) == 864
 
 
 def test_the_matrix_has_allowed_and_denied_cells_for_every_usable_kind():
@@ -367,3 +455,31 @@ def test_the_matrix_has_allowed_and_denied_cells_for_every_usable_kind():
         answers = {expected_status(kind, relation, "setup") for relation in RELATIONS}
         assert answers == ({200, 400, 403} if key_kind.usable else {401}), kind
 
+
+def _assert_live_target_changed_as_asked(endpoint: str, target: Account, before: dict, after: dict, body: dict):
+    kept = {"runs", "repositories", "active"}
+    if endpoint == "start":
+        [sandbox] = body["sandboxes"]
+        assert sandbox["sandboxStatus"] == "running", body
+        assert before["live"] == [] and after["live"] == [(sandbox["sandboxId"], LiveSandbox.Status.RUNNING)]
+        assert after["workspace"] == ["README.md"], after  # from the account's snapshot
+        assert after["audit"] > before["audit"]
+        kept |= {"snapshot", "commands"}
+    elif endpoint == "run_command":
+        assert (body["exitCode"], body["stdout"]) == (0, Account.objects.get(pk=target.pk).name.lower()), body
+        assert after["commands"] == sorted([*before["commands"], (body["commandId"], "finished")])
+        kept |= {"snapshot", "live", "workspace", "audit"}
+    elif endpoint == "upload_files":
+        assert [file["path"] for file in body["uploaded"]] == ["uploaded.txt"], body
+        assert after["workspace"] == sorted([*before["workspace"], "uploaded.txt"]), after
+        assert after["audit"] > before["audit"]
+        kept |= {"snapshot", "live", "commands"}
+    else:
+        assert body["snapshot"]["account_id"] == str(target.pk), body
+        assert after["snapshot"][0] == body["snapshot"]["snapshot_id"] != before["snapshot"][0]
+        [(sandbox_id, _running)] = before["live"]
+        assert after["live"] == [(sandbox_id, LiveSandbox.Status.STOPPED)] and after["workspace"] is None, after
+        assert after["audit"] > before["audit"]
+        kept |= {"commands"}
+    for name in kept:
+        assert after[name] == before[name], (name, before[name], after[name])
