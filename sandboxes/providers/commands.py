@@ -15,6 +15,8 @@ https://www.gnu.org/software/coreutils/manual/html_node/timeout-invocation.html
 
 from dataclasses import dataclass, field
 
+from sandboxes.providers.base import CommandOutput
+
 # Seconds between `timeout`'s TERM and its KILL, and the grace the outside
 # deadline gives the inside one before killing the process group itself.
 KILL_AFTER_SECONDS = 2
@@ -77,3 +79,29 @@ def background_state(first_line: str) -> tuple[str, int | None]:
     if state == "finished" and status.lstrip("-").isdigit():
         return state, int(status)
     return ("running", None) if state == "running" else ("gone", None)
+
+
+def finished_command(output: CappedOutput, *, exit_code: int, elapsed: float, timeout_seconds: float,
+                     killed: bool) -> CommandOutput:
+    """How a foreground command ended: killed at the deadline, or timed out inside, has no exit code."""
+    timed_out = killed or (exit_code in TIMEOUT_STATUSES and elapsed >= timeout_seconds)
+    return CommandOutput(
+        exit_code=None if timed_out else exit_code, stdout=output.text("stdout"), stderr=output.text("stderr"),
+        stdout_truncated=output.stdout_truncated, stderr_truncated=output.stderr_truncated, timed_out=timed_out,
+        duration_ms=int(elapsed * 1000),
+    )
+
+
+def background_command(stdout: bytes, stderr: bytes, *, cap: int) -> CommandOutput | None:
+    """READ_BACKGROUND's output (read with `cap` + 1 bytes a stream) as a command's end; None while it runs."""
+    first_line, _, stdout = stdout.partition(b"\n")
+    state, exit_code = background_state(first_line.decode("ascii", "replace"))
+    if state == "running":
+        return None
+    output = CappedOutput(cap=cap)
+    output.add("stdout", stdout)
+    output.add("stderr", stderr)
+    timed_out = exit_code is None or exit_code in TIMEOUT_STATUSES
+    return CommandOutput(exit_code=None if timed_out else exit_code, stdout=output.text("stdout"),
+                         stderr=output.text("stderr"), stdout_truncated=output.stdout_truncated,
+                         stderr_truncated=output.stderr_truncated, timed_out=timed_out)

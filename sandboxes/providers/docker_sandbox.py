@@ -378,16 +378,13 @@ class DockerSandboxBackend(StoreBackedSnapshots):
                 deadline.cancel()
             elapsed = time.monotonic() - started
             exit_code = self.api.exec_inspect(exec_id)["ExitCode"]
-        timed_out = killed.is_set() or (exit_code in commands.TIMEOUT_STATUSES and elapsed >= spec.timeout_seconds)
-        if timed_out and not killed.is_set():
+        finished = commands.finished_command(output, exit_code=exit_code, elapsed=elapsed,
+                                             timeout_seconds=spec.timeout_seconds, killed=killed.is_set())
+        if finished.timed_out and not killed.is_set():
             # The engine ends the stream when the process it started ends; what
             # that process started in the background is killed with its group.
             self.kill_command(sandbox_id, spec.command_id)
-        return CommandOutput(
-            exit_code=None if timed_out else exit_code, stdout=output.text("stdout"), stderr=output.text("stderr"),
-            stdout_truncated=output.stdout_truncated, stderr_truncated=output.stderr_truncated, timed_out=timed_out,
-            duration_ms=int(elapsed * 1000),
-        )
+        return finished
 
     def start_in_background(self, sandbox_id: str, spec: CommandSpec) -> None:
         with self._translated(f"start a command in sandbox {sandbox_id}", sandbox_id):
@@ -399,17 +396,7 @@ class DockerSandboxBackend(StoreBackedSnapshots):
         with self._translated(f"read a command of sandbox {sandbox_id}", sandbox_id):
             _status, stdout, stderr = self._script(sandbox_id, commands.READ_BACKGROUND, command_id, COMMANDS_FOLDER,
                                                    str(output_cap + 1))
-        first_line, _, stdout = stdout.partition(b"\n")
-        state, exit_code = commands.background_state(first_line.decode("ascii", "replace"))
-        if state == "running":
-            return None
-        output = commands.CappedOutput(cap=output_cap)
-        output.add("stdout", stdout)
-        output.add("stderr", stderr)
-        timed_out = exit_code is None or exit_code in commands.TIMEOUT_STATUSES
-        return CommandOutput(exit_code=None if timed_out else exit_code, stdout=output.text("stdout"),
-                             stderr=output.text("stderr"), stdout_truncated=output.stdout_truncated,
-                             stderr_truncated=output.stderr_truncated, timed_out=timed_out)
+        return commands.background_command(stdout, stderr, cap=output_cap)
 
     def kill_command(self, sandbox_id: str, command_id: str) -> None:
         with self._translated(f"kill a command of sandbox {sandbox_id}", sandbox_id):

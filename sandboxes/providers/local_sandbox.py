@@ -214,12 +214,8 @@ class LocalSandboxBackend(StoreBackedSnapshots):
                     output.add(key.data, chunk)
         exit_code = process.wait()
         elapsed = time.monotonic() - started
-        timed_out = killed or (exit_code in commands.TIMEOUT_STATUSES and elapsed >= spec.timeout_seconds)
-        return CommandOutput(
-            exit_code=None if timed_out else exit_code, stdout=output.text("stdout"), stderr=output.text("stderr"),
-            stdout_truncated=output.stdout_truncated, stderr_truncated=output.stderr_truncated, timed_out=timed_out,
-            duration_ms=int(elapsed * 1000),
-        )
+        return commands.finished_command(output, exit_code=exit_code, elapsed=elapsed,
+                                         timeout_seconds=spec.timeout_seconds, killed=killed)
 
     def start_in_background(self, sandbox_id: str, spec: CommandSpec) -> None:
         argv = self._command_argv(commands.BACKGROUND, sandbox_id, spec)
@@ -234,17 +230,7 @@ class LocalSandboxBackend(StoreBackedSnapshots):
     def background_output(self, sandbox_id: str, command_id: str, *, output_cap: int) -> CommandOutput | None:
         read = self._script(sandbox_id, commands.READ_BACKGROUND, command_id, str(self._commands_folder(sandbox_id)),
                             str(output_cap + 1))
-        first_line, _, stdout = read.stdout.partition(b"\n")
-        state, exit_code = commands.background_state(first_line.decode("ascii", "replace"))
-        if state == "running":
-            return None
-        output = commands.CappedOutput(cap=output_cap)
-        output.add("stdout", stdout)
-        output.add("stderr", read.stderr)
-        timed_out = exit_code is None or exit_code in commands.TIMEOUT_STATUSES
-        return CommandOutput(exit_code=None if timed_out else exit_code, stdout=output.text("stdout"),
-                             stderr=output.text("stderr"), stdout_truncated=output.stdout_truncated,
-                             stderr_truncated=output.stderr_truncated, timed_out=timed_out)
+        return commands.background_command(read.stdout, read.stderr, cap=output_cap)
 
     def kill_command(self, sandbox_id: str, command_id: str) -> None:
         self._script(sandbox_id, commands.KILL, command_id, str(self._commands_folder(sandbox_id)))
