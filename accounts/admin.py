@@ -1,14 +1,19 @@
 """The back office for accounts, API keys and the audit trail.
 
 The account page is the one place for a person: its sandbox (state, expiry,
-repository), its last setup runs, its keys and organizations, and buttons for
-what staff do about it. Each button posts the same action as the list does,
-so it asks the same permission and shows the same confirmation page:
-Revoke sandbox (sandboxes.revoke_snapshot, the sandbox list's action), Run
-setup again (sandboxes.start_setuprun), Revoke keys (accounts.revoke_apikey)
-and Deactivate (accounts.deactivate_account; revokes the sandbox and the keys
-too, after a confirmation page). A staff user without a permission is not
-shown its button, and posting the action anyway changes nothing.
+repository), its live sandbox (running or how it stopped, from which snapshot,
+on which engine, until when if idle) and its last commands (who, what, how they
+ended; the names of their environment, never its values), its last setup runs,
+its keys and organizations, and buttons for what staff do about it. Each
+button posts the same action as the list does, so it asks the same permission
+and shows the same confirmation page: Revoke sandbox (sandboxes.revoke_snapshot,
+the sandbox list's action), Stop live sandbox (sandboxes.stop_livesandbox; takes
+a snapshot first), Kill, on a running command's row
+(sandboxes.kill_sandboxcommand), Run setup again (sandboxes.start_setuprun),
+Revoke keys (accounts.revoke_apikey) and Deactivate (accounts.deactivate_account;
+revokes the sandbox and the keys too, after a confirmation page). A staff user
+without a permission is not shown its button, and posting the action anyway
+changes nothing.
 
 Actions only call services and report what they did. The audit trail is
 read-only for everyone.
@@ -46,7 +51,13 @@ from config.timefmt import format_moment
 from orgs.models import Membership
 from sandboxes import selectors as sandbox_selectors
 from sandboxes.admin import (
+    commands_table,
     failed_step,
+    idle_deadline,
+    live_engine,
+    live_sandbox_state,
+    live_started_from,
+    recent_commands,
     report_setup_starts,
     repository_display,
     revoke_report,
@@ -54,13 +65,23 @@ from sandboxes.admin import (
     run_status,
     sandbox_state,
 )
-from sandboxes.models import SetupRun, Snapshot
+from sandboxes.models import LiveSandbox, SandboxCommand, SetupRun, Snapshot
 from sandboxes.selectors import setup_runs_recent
 from sandboxes.services import setup_runs_start
 
 LAST_RUNS_SHOWN = 5
 
 EMPTY = "—"
+# The id of the account page's form that posts "Kill selected running commands" (its Kill buttons name it).
+KILL_FORM = "kill-command"
+
+
+def latest_live_sandbox(account: Account) -> LiveSandbox | None:
+    """The account's live sandbox, else its last one (a new one starts only when none is live); read once a page."""
+    if "_latest_live_sandbox" not in account.__dict__:
+        found = LiveSandbox.objects.filter(account=account).order_by("-created_at").first() if account.pk else None
+        account._latest_live_sandbox = found
+    return account._latest_live_sandbox
 
 
 class AccountMembershipInline(admin.TabularInline):
@@ -126,10 +147,13 @@ class AccountAdmin(AuditedAdminMixin, ReturnToPageAfterActionMixin, admin.ModelA
     fieldsets = [
         (None, {"fields": ["id", "name", "email", "state", "created_at", "audit_trail"]}),
         ("Sandbox", {"fields": ["sandbox_state", "expires", "snapshot_id", "repository"]}),
+        ("Live sandbox", {"fields": ["live_sandbox", "live_started_from", "live_engine", "live_idle_deadline"]}),
+        ("Last commands", {"fields": ["last_commands"]}),
         ("Last setup runs", {"fields": ["last_runs"]}),
     ]
     readonly_fields = ["id", "state", "created_at", "audit_trail", "sandbox_state", "expires", "snapshot_id",
-                       "repository", "last_runs"]
+                       "repository", "live_sandbox", "live_started_from", "live_engine", "live_idle_deadline",
+                       "last_commands", "last_commands_with_kill", "last_runs"]
     inlines = [AccountMembershipInline, ApiKeyInline]
     actions = ["run_setup_again", "revoke_keys", "deactivate_accounts"]
     change_form_template = "admin/accounts/account/change_form.html"
@@ -142,6 +166,11 @@ class AccountAdmin(AuditedAdminMixin, ReturnToPageAfterActionMixin, admin.ModelA
         if obj is not None and not obj.is_active:
             (title, options), *rest = fieldsets
             fieldsets = [(title, {**options, "fields": [*options["fields"], "is_active"]}), *rest]
+        if self.has_kill_permission(request):
+            # The same table, with a Kill button on each running command's row.
+            fieldsets = [(title, {**options, "fields": ["last_commands_with_kill" if field == "last_commands" else field
+                                                        for field in options["fields"]]})
+                         for title, options in fieldsets]
         return fieldsets
 
     def get_queryset(self, request):
@@ -213,6 +242,42 @@ class AccountAdmin(AuditedAdminMixin, ReturnToPageAfterActionMixin, admin.ModelA
         snapshot = getattr(account, "snapshot", None)
         return repository_display(snapshot.github_repo) if snapshot else EMPTY
 
+    @admin.display(description="live sandbox")
+    def live_sandbox(self, account):
+        sandbox = latest_live_sandbox(account)
+        if sandbox is None:
+            return format_html("{} No live sandbox was started yet.", live_sandbox_state(None))
+        link = format_html('<a href="{}">{}</a>', admin_change_url(LiveSandbox, sandbox.pk), sandbox.pk)
+        since = (f"since {format_moment(sandbox.started_at or sandbox.created_at)}" if sandbox.is_live
+                 else f"at {format_moment(sandbox.stopped_at)}")
+        error = format_html('<br><span class="live-sandbox-error">{}</span>', sandbox.error) if sandbox.error else ""
+        return format_html("{} {} {}{}", live_sandbox_state(sandbox), since, link, error)
+
+    @admin.display(description="started from")
+    def live_started_from(self, account):
+        return live_started_from(latest_live_sandbox(account))
+
+    @admin.display(description="engine")
+    def live_engine(self, account):
+        return live_engine(latest_live_sandbox(account))
+
+    @admin.display(description="idle deadline")
+    def live_idle_deadline(self, account):
+        return idle_deadline(latest_live_sandbox(account))
+
+    @admin.display(description="last commands")
+    def last_commands(self, account, *, kill_form: str = ""):
+        if not account.pk:
+            return EMPTY
+        records = recent_commands(SandboxCommand.objects.filter(account=account))
+        url = reverse("admin:sandboxes_sandboxcommand_changelist") + f"?account__id__exact={account.pk}"
+        more = format_html('<p><a href="{}">All commands of this account</a></p>', url) if records else ""
+        return format_html("{}{}", commands_table(records, kill_form=kill_form, table_id="account-commands"), more)
+
+    @admin.display(description="last commands")
+    def last_commands_with_kill(self, account):
+        return self.last_commands(account, kill_form=KILL_FORM)
+
     @admin.display(description="last runs")
     def last_runs(self, account):
         runs = setup_runs_recent(account=account, limit=LAST_RUNS_SHOWN) if account.pk else []
@@ -237,26 +302,37 @@ class AccountAdmin(AuditedAdminMixin, ReturnToPageAfterActionMixin, admin.ModelA
     def change_view(self, request, object_id, form_url="", extra_context=None):
         account = self.get_object(request, object_id)
         tools = self.page_actions(request, account) if account is not None else []
-        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "page_actions": tools})
+        kill = None
+        if account is not None and self.has_kill_permission(request):
+            kill = {"id": KILL_FORM, "url": reverse("admin:sandboxes_sandboxcommand_changelist"),
+                    "action": "kill_selected_commands", "next": request.get_full_path()}
+        return super().change_view(request, object_id, form_url,
+                                   {**(extra_context or {}), "page_actions": tools, "kill_form": kill})
 
     def page_actions(self, request, account) -> list[dict]:
         """The buttons of the account's page: each posts a list action for this one account, then comes back."""
         accounts_list = reverse("admin:accounts_account_changelist")
         has_sandbox = Snapshot.objects.filter(account=account).exists()
         has_keys = ApiKey.objects.filter(account=account, revoked_at__isnull=True).exists()
+        live = latest_live_sandbox(account)
+        running = live is not None and live.status == LiveSandbox.Status.RUNNING
+        # (action, label, the list it posts to, offered, danger, the row it selects)
         offered = [
+            ("stop_selected_live_sandboxes", "Stop live sandbox", reverse("admin:sandboxes_livesandbox_changelist"),
+             running and self.has_stop_permission(request), False, live.pk if live else None),
             ("revoke_selected_sandboxes", "Revoke sandbox", reverse("admin:sandboxes_snapshot_changelist"),
-             has_sandbox and request.user.has_perm("sandboxes.revoke_snapshot"), True),
+             has_sandbox and request.user.has_perm("sandboxes.revoke_snapshot"), True, account.pk),
             ("run_setup_again", "Run setup again", accounts_list,
-             account.is_active and self.has_start_setup_permission(request), False),
-            ("revoke_keys", "Revoke keys", accounts_list, has_keys and self.has_revoke_keys_permission(request), True),
+             account.is_active and self.has_start_setup_permission(request), False, account.pk),
+            ("revoke_keys", "Revoke keys", accounts_list, has_keys and self.has_revoke_keys_permission(request), True,
+             account.pk),
             ("deactivate_accounts", "Deactivate", accounts_list,
-             account.is_active and self.has_deactivate_permission(request), True),
+             account.is_active and self.has_deactivate_permission(request), True, account.pk),
         ]
         return [
-            {"action": action, "label": label, "url": url, "danger": danger, "pk": account.pk,
+            {"action": action, "label": label, "url": url, "danger": danger, "pk": pk,
              "next": request.get_full_path()}
-            for action, label, url, allowed, danger in offered if allowed
+            for action, label, url, allowed, danger, pk in offered if allowed
         ]
 
     def get_actions(self, request):
@@ -277,6 +353,12 @@ class AccountAdmin(AuditedAdminMixin, ReturnToPageAfterActionMixin, admin.ModelA
 
     def has_start_setup_permission(self, request):
         return request.user.has_perm("sandboxes.start_setuprun")
+
+    def has_stop_permission(self, request):
+        return request.user.has_perm("sandboxes.stop_livesandbox")
+
+    def has_kill_permission(self, request):
+        return request.user.has_perm("sandboxes.kill_sandboxcommand")
 
     def has_revoke_keys_permission(self, request):
         return request.user.has_perm("accounts.revoke_apikey")

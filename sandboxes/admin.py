@@ -1,33 +1,53 @@
-"""The back office for sandboxes: snapshots (the sandboxes at rest) and setup runs.
+"""The back office for sandboxes: snapshots (the sandboxes at rest), setup runs, live sandboxes and their commands.
 
-Actions only call services (sandboxes/services.py) and report per row what
-happened. Each needs a custom permission (Meta.permissions of the models:
-sandboxes.revoke_snapshot, start_setuprun, cancel_setuprun); a staff user
-without it can look, and is not offered the action. Snapshot rows are never
-deleted or edited here: "Revoke selected sandboxes" deletes the repositories
-and the snapshot with the row, as DELETE /api/sandboxes does.
+Actions only call services (sandboxes/services.py, sandboxes/live.py) and
+report per row what happened. Each needs a custom permission (Meta.permissions
+of the models: sandboxes.revoke_snapshot, start_setuprun, cancel_setuprun,
+stop_livesandbox, kill_sandboxcommand); a staff user without it can look, and
+is not offered the action. Snapshot rows are never deleted or edited here:
+"Revoke selected sandboxes" deletes the repositories and the snapshot with the
+row, as DELETE /api/sandboxes does.
+
+A command is shown by who ran it, what (command, arguments, folder), the names
+of its environment variables and how it ended; never the values of its
+environment, and never its output, which may print them.
 """
 
+import logging
 import re
+import shlex
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.db.models import Q
+from django.db.models.functions import Length
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from accounts.audit import Actor
-from config.admin_display import page_to_return_to, short_id, state_badge, summary
+from config.admin_display import (
+    ReturnToPageAfterActionMixin,
+    page_to_return_to,
+    short_id,
+    state_badge,
+    summary,
+)
 from config.admin_links import admin_change_url
 from config.admin_readonly import ReadOnlyAdminMixin
 from config.timefmt import format_duration, format_moment
-from sandboxes import selectors, services
-from sandboxes.models import SetupRun, Snapshot
+from sandboxes import live, selectors, services
+from sandboxes.models import LiveSandbox, SandboxCommand, SetupRun, Snapshot
 from sandboxes.pipeline import STEP_LABELS
 from sandboxes.selectors import EXPIRING_WITHIN
+
+logger = logging.getLogger(__name__)
+EMPTY = "—"
+LAST_COMMANDS_SHOWN = 10
 
 
 def report_setup_starts(model_admin, request, starts: list[services.SetupStart]) -> None:
@@ -382,3 +402,373 @@ def _timeline(run: SetupRun) -> list[dict]:
             "detail": step.get("detail", ""),
         })
     return entries
+
+
+# --- live sandboxes and their commands ---------------------------------------------------------
+
+LIVE_STATES = {
+    LiveSandbox.Status.PENDING: ("starting", "waiting"),
+    LiveSandbox.Status.RUNNING: ("running", "good"),
+    LiveSandbox.Status.STOPPING: ("stopping", "waiting"),
+    LiveSandbox.Status.STOPPED: ("stopped", "neutral"),
+    LiveSandbox.Status.FAILED: ("failed", "bad"),
+}
+STOP_REASONS = {
+    LiveSandbox.StopReason.API: "by the client",
+    LiveSandbox.StopReason.IDLE: "idle",
+    LiveSandbox.StopReason.STAFF: "by staff",
+    LiveSandbox.StopReason.DELETED: "sandbox deleted",
+    LiveSandbox.StopReason.LOST: "its start or stop never finished",
+}
+
+
+def live_sandbox_state(sandbox: LiveSandbox | None):
+    """The live sandbox's state in words ("running", "stopped" and why, …); "no live sandbox" for None."""
+    if sandbox is None:
+        return state_badge("no live sandbox", "neutral")
+    word, tone = LIVE_STATES.get(sandbox.status, (sandbox.status, "neutral"))
+    badge = state_badge(word, tone)
+    if sandbox.status == LiveSandbox.Status.STOPPING:
+        return format_html("{} (taking its snapshot)", badge)
+    if sandbox.stop_reason:
+        return format_html("{} ({})", badge, STOP_REASONS.get(sandbox.stop_reason, sandbox.stop_reason))
+    return badge
+
+
+def live_started_from(sandbox: LiveSandbox | None) -> str:
+    """Which snapshot the sandbox started from, or the starter layout."""
+    if sandbox is None or sandbox.status == LiveSandbox.Status.PENDING:
+        return EMPTY
+    if sandbox.started_from:
+        return f"snapshot {sandbox.started_from}"
+    return "the starter layout (no valid snapshot)" if sandbox.started_at else EMPTY
+
+
+def live_engine(sandbox: LiveSandbox | None) -> str:
+    """Which backend and engine hold it: "local backend on web-1", "docker, unix:///var/run/docker.sock on web-1"."""
+    if sandbox is None:
+        return EMPTY
+    address, _, host = sandbox.engine.partition("#")
+    if sandbox.backend == "local" or address == "local":
+        return f"local backend on {host}" if host else "local backend"
+    return f"{sandbox.backend}, {address}" + (f" on {host}" if host else "")
+
+
+def idle_deadline(sandbox: LiveSandbox | None, *, now=None) -> str:
+    """When a running sandbox is stopped for being idle (its last activity plus SANDBOX_IDLE_TIMEOUT)."""
+    if sandbox is None or sandbox.status != LiveSandbox.Status.RUNNING or sandbox.last_activity_at is None:
+        return EMPTY
+    deadline = sandbox.last_activity_at + settings.SANDBOX_IDLE_TIMEOUT
+    left = (deadline - (now or timezone.now())).total_seconds()
+    if left <= 0:
+        return f"{format_moment(deadline)} (passed: the next sweep stops it)"
+    return f"{format_moment(deadline)} (in {format_duration(left)})"
+
+
+COMMAND_TONES = {
+    SandboxCommand.Status.RUNNING: "waiting",
+    SandboxCommand.Status.TIMED_OUT: "bad",
+    SandboxCommand.Status.KILLED: "neutral",
+    SandboxCommand.Status.FAILED: "bad",
+}
+
+
+def command_state(record: SandboxCommand):
+    """How the command ended, in words: "running", "finished" (green with exit code 0), "timed out", …"""
+    if record.status == SandboxCommand.Status.FINISHED:
+        return state_badge("finished", "good" if record.exit_code == 0 else "bad")
+    return state_badge(record.get_status_display().lower(), COMMAND_TONES.get(record.status, "neutral"))
+
+
+def command_who(record: SandboxCommand) -> str:
+    """The key that ran it, by its visible prefix and its name."""
+    key = record.api_key
+    if key is None:
+        return EMPTY
+    return f"{key.prefix}… ({key.name})" if key.name else f"{key.prefix}…"
+
+
+def command_line(record: SandboxCommand) -> str:
+    """The command and its arguments as one line (quoted for reading; it was run as an argument list)."""
+    return shlex.join([record.command, *(str(arg) for arg in record.args or [])])
+
+
+def command_duration(record: SandboxCommand, *, now=None) -> str:
+    if record.status == SandboxCommand.Status.RUNNING:
+        return "running " + format_duration(((now or timezone.now()) - record.created_at).total_seconds())
+    if record.duration_ms is None:
+        return EMPTY
+    return format_duration(record.duration_ms / 1000)
+
+
+def command_exit_code(record: SandboxCommand) -> str:
+    return EMPTY if record.exit_code is None else str(record.exit_code)
+
+
+def moment_on_two_lines(moment) -> str:
+    """A moment in a narrow column: the date, and below it the time and zone (each kept on one line)."""
+    date, _, time = format_moment(moment).partition(" ")
+    return format_html('<span class="nowrap">{}</span> <span class="nowrap">{}</span>', date, time)
+
+
+def commands_table(records, *, kill_form: str = "", table_id: str = "") -> str:
+    """The commands as a table: when, who, what, folder, environment names, state, exit code, duration.
+
+    `kill_form`: the id of a form on the page that posts "Kill selected
+    commands"; a running command's row gets a Kill button submitting it with
+    the command's id. (The buttons sit inside the page's own form, and a form
+    cannot hold another: the button names its form instead.)
+    """
+    if not records:
+        return "No command yet."
+
+    def kill_button(record):
+        if not kill_form or record.status != SandboxCommand.Status.RUNNING:
+            return ""
+        return format_html('<button type="submit" form="{}" name="_selected_action" value="{}" '
+                           'class="button kill-command" id="kill-{}">Kill</button>', kill_form, record.pk, record.pk)
+
+    rows = format_html_join(
+        "", '<tr class="command"><td class="nowrap"><a href="{}" title="{}">{}</a></td><td>{}</td>'
+        '<td>{}</td><td class="wrap"><code>{}</code></td><td class="wrap"><code>{}</code></td><td class="wrap">{}</td>'
+        '<td class="nowrap">{}</td><td>{}</td><td class="nowrap">{}</td><td class="nowrap">{}</td></tr>',
+        ((admin_change_url(SandboxCommand, record.pk), record.pk, short_id(record.pk, keep=8),
+          moment_on_two_lines(record.created_at), command_who(record), summary(command_line(record), limit=120),
+          record.cwd or ".", ", ".join(record.env_names or []) or EMPTY, command_state(record),
+          command_exit_code(record), command_duration(record), kill_button(record)) for record in records),
+    )
+    return format_html(
+        '<table class="sandbox-commands"{}><thead><tr><th>command</th><th>when</th><th>who (API key)</th>'
+        "<th>what</th><th>folder</th><th>environment (names)</th><th>status</th><th>exit code</th>"
+        "<th>duration</th><th></th></tr></thead><tbody>{}</tbody></table>",
+        format_html(' id="{}"', table_id) if table_id else "", rows,
+    )
+
+
+def recent_commands(commands) -> list[SandboxCommand]:
+    """The last commands of a queryset of them, with their keys, without their output (never shown)."""
+    return list(commands.select_related("api_key").defer("stdout", "stderr")[:LAST_COMMANDS_SHOWN])
+
+
+def account_link(account) -> str:
+    return format_html('<a href="{}">{}</a>', admin_change_url(type(account), account.pk), account)
+
+
+@admin.register(LiveSandbox)
+class LiveSandboxAdmin(ReadOnlyAdminMixin, ReturnToPageAfterActionMixin, admin.ModelAdmin):
+    """Live sandboxes: whose, running or how it stopped, from which snapshot, on which engine, until when."""
+
+    list_display = ["sandbox", "account", "state", "started_from", "engine_display", "idle_deadline", "started",
+                    "stopped"]
+    list_filter = ["status", "stop_reason", "backend", CreatedFilter]
+    search_fields = ["id", "account__id", "account__name", "account__email"]
+    search_help_text = "Account (name, email or id) or sandbox id"
+    list_select_related = ["account"]
+    fields = ["id", "account_link", "state", "error", "started_from", "engine_display", "runtime_id",
+              "idle_deadline", "created_at", "started_at", "last_activity_at", "stopped_at", "snapshot_id",
+              "commands"]
+    readonly_fields = fields
+    actions = ["stop_selected_live_sandboxes"]
+
+    @admin.display(description="sandbox", ordering="id")
+    def sandbox(self, sandbox):
+        return sandbox.pk
+
+    @admin.display(description="status", ordering="status")
+    def state(self, sandbox):
+        return live_sandbox_state(sandbox)
+
+    @admin.display(description="started from")
+    def started_from(self, sandbox):
+        return live_started_from(sandbox)
+
+    @admin.display(description="engine", ordering="engine")
+    def engine_display(self, sandbox):
+        return live_engine(sandbox)
+
+    @admin.display(description="idle deadline", ordering="last_activity_at")
+    def idle_deadline(self, sandbox):
+        return idle_deadline(sandbox)
+
+    @admin.display(description="started", ordering="created_at")
+    def started(self, sandbox):
+        return format_moment(sandbox.started_at or sandbox.created_at)
+
+    @admin.display(description="stopped", ordering="stopped_at")
+    def stopped(self, sandbox):
+        return format_moment(sandbox.stopped_at) if not sandbox.is_live else EMPTY
+
+    @admin.display(description="account")
+    def account_link(self, sandbox):
+        return account_link(sandbox.account)
+
+    @admin.display(description="commands")
+    def commands(self, sandbox):
+        url = reverse("admin:sandboxes_sandboxcommand_changelist") + f"?sandbox__id__exact={sandbox.pk}"
+        recent = recent_commands(sandbox.commands.all())
+        return format_html('{}<p><a href="{}">All commands of this sandbox</a></p>', commands_table(recent), url)
+
+    def has_stop_permission(self, request):
+        return request.user.has_perm("sandboxes.stop_livesandbox")
+
+    @admin.action(description="Stop selected live sandboxes (a snapshot is taken first)", permissions=["stop"])
+    def stop_selected_live_sandboxes(self, request, queryset):
+        actor = Actor.from_admin_request(request)
+        stopped, failed, not_running = 0, 0, []
+        for sandbox in queryset.select_related("account"):
+            # Re-checked here, and again by the service (which stops only a running sandbox, in one update).
+            if sandbox.status != LiveSandbox.Status.RUNNING:
+                not_running.append(sandbox)
+                continue
+            try:
+                snapshot = live.live_sandbox_stop(sandbox=sandbox, actor=actor, reason=LiveSandbox.StopReason.STAFF)
+            except live.NoRunningSandbox:
+                not_running.append(sandbox)
+                continue
+            except live.LiveSandboxError as exc:
+                failed += 1
+                # The service's sentence says what failed, and that the sandbox is still running.
+                self.message_user(request, f"Sandbox {sandbox.pk} of {sandbox.account}: {exc}", messages.ERROR)
+                continue
+            except Exception as exc:
+                logger.exception("Stopping live sandbox %s from the admin failed", sandbox.pk)
+                failed += 1
+                self.message_user(request, f"Sandbox {sandbox.pk} of {sandbox.account} could not be stopped: an "
+                                  f"unexpected error ({type(exc).__name__}); the server's log has the details.",
+                                  messages.ERROR)
+                continue
+            stopped += 1
+            taken = f"snapshot {snapshot.snapshot_id} taken" if snapshot else "no snapshot taken"
+            self.message_user(request, f"Stopped sandbox {sandbox.pk} of {sandbox.account}: {taken}.",
+                              messages.SUCCESS)
+        if not_running:
+            self.message_user(request, f"{len(not_running)} selected sandbox(es) were not running and were left "
+                              "alone: " + ", ".join(f"{sandbox.pk} ({sandbox.status})" for sandbox in not_running),
+                              messages.INFO)
+        tried = stopped + failed
+        if tried + len(not_running) > 1:
+            self.message_user(request, f"Stopped {stopped} of {tried} running sandbox(es) selected"
+                              + (f"; {failed} could not be stopped and are still running." if failed else "."),
+                              messages.WARNING if failed else messages.SUCCESS)
+
+
+@admin.register(SandboxCommand)
+class SandboxCommandAdmin(ReadOnlyAdminMixin, ReturnToPageAfterActionMixin, admin.ModelAdmin):
+    """Commands run in live sandboxes: who, what, how they ended; the names of their environment, never its values."""
+
+    list_display = ["command_id", "account", "who", "what", "folder", "state", "exit_code", "duration", "when"]
+    list_filter = ["status", "background", CreatedFilter]
+    search_fields = ["id", "account__id", "account__name", "account__email", "=sandbox__id", "command"]
+    search_help_text = "Account (name, email or id), command id, sandbox id or the command's name"
+    date_hierarchy = "created_at"
+    list_select_related = ["account", "api_key"]
+    fields = ["id", "sandbox_link", "account_link", "who", "what", "folder", "environment", "background",
+              "timeout", "state", "exit_code", "duration", "output", "error", "created_at", "finished_at"]
+    readonly_fields = fields
+    actions = ["kill_selected_commands"]
+
+    @admin.display(description="command", ordering="id")
+    def command_id(self, record):
+        return format_html('<span title="{}">{}</span>', record.pk, short_id(record.pk))
+
+    @admin.display(description="who (API key)")
+    def who(self, record):
+        return command_who(record)
+
+    @admin.display(description="what", ordering="command")
+    def what(self, record):
+        line = command_line(record)
+        return format_html('<code title="{}">{}</code>', line, summary(line, limit=80))
+
+    @admin.display(description="folder", ordering="cwd")
+    def folder(self, record):
+        return format_html("<code>{}</code>", record.cwd or ".")
+
+    @admin.display(description="environment")
+    def environment(self, record):
+        names = ", ".join(record.env_names or [])
+        return f"{names} (names only; the values are never kept)" if names else EMPTY
+
+    @admin.display(description="timeout")
+    def timeout(self, record):
+        return format_duration(record.timeout_ms / 1000)
+
+    @admin.display(description="status", ordering="status")
+    def state(self, record):
+        return command_state(record)
+
+    @admin.display(description="exit code", ordering="exit_code")
+    def exit_code(self, record):
+        return command_exit_code(record)
+
+    @admin.display(description="duration", ordering="duration_ms")
+    def duration(self, record):
+        return command_duration(record)
+
+    @admin.display(description="when", ordering="created_at")
+    def when(self, record):
+        return format_moment(record.created_at)
+
+    @admin.display(description="output")
+    def output(self, record):
+        # Its size only: a command's output may print its environment's values.
+        def size(name, length, truncated):
+            return f"{name} {length or 0} characters" + (" (cut at the limit)" if truncated else "")
+
+        return (f"{size('stdout', record.stdout_length, record.stdout_truncated)}, "
+                f"{size('stderr', record.stderr_length, record.stderr_truncated)}; not shown here (it may print "
+                "the environment's values)")
+
+    @admin.display(description="sandbox")
+    def sandbox_link(self, record):
+        return format_html('<a href="{}">{}</a>', admin_change_url(LiveSandbox, record.sandbox_id), record.sandbox_id)
+
+    @admin.display(description="account")
+    def account_link(self, record):
+        return account_link(record.account)
+
+    def get_queryset(self, request):
+        # The output is never shown here, only its length: never loaded either.
+        return super().get_queryset(request).defer("stdout", "stderr").annotate(
+            stdout_length=Length("stdout"), stderr_length=Length("stderr"))
+
+    def has_kill_permission(self, request):
+        return request.user.has_perm("sandboxes.kill_sandboxcommand")
+
+    @admin.action(description="Kill selected running commands", permissions=["kill"])
+    def kill_selected_commands(self, request, queryset):
+        actor = Actor.from_admin_request(request)
+        killed, failed, not_running = 0, 0, []
+        # Loaded whole (the list defers the output): the kill keeps what the command printed.
+        for record in queryset.defer(None).select_related("sandbox", "account"):
+            # Re-checked here, and again by the service (which records only a running command as killed).
+            if record.status != SandboxCommand.Status.RUNNING:
+                not_running.append(record)
+                continue
+            try:
+                was_running = live.command_kill(record=record, actor=actor)
+            except live.LiveSandboxError as exc:
+                failed += 1
+                self.message_user(request, f"Command {record.pk} of {record.account}: {exc}", messages.ERROR)
+                continue
+            except Exception as exc:
+                logger.exception("Killing command %s from the admin failed", record.pk)
+                failed += 1
+                self.message_user(request, f"Command {record.pk} of {record.account} could not be killed: an "
+                                  f"unexpected error ({type(exc).__name__}); the server's log has the details.",
+                                  messages.ERROR)
+                continue
+            if not was_running:
+                not_running.append(record)
+                continue
+            killed += 1
+            self.message_user(request, f"Killed command {record.pk} ({summary(command_line(record), limit=60)}) "
+                              f"of {record.account}.", messages.SUCCESS)
+        if not_running:
+            self.message_user(request, f"{len(not_running)} selected command(s) had ended already and were left "
+                              "alone: " + ", ".join(record.pk for record in not_running), messages.INFO)
+        tried = killed + failed
+        if tried + len(not_running) > 1:
+            self.message_user(request, f"Killed {killed} of {tried} running command(s) selected"
+                              + (f"; {failed} could not be killed." if failed else "."),
+                              messages.WARNING if failed else messages.SUCCESS)
