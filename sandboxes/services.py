@@ -22,7 +22,7 @@ from django_q.tasks import async_task
 from accounts.audit import WORKER, Actor, audit_event, audit_record, audit_record_many
 from accounts.models import Account, AuditEvent
 from sandboxes import live
-from sandboxes.models import ACTIVE_RUN, ACTIVE_RUN_SQL, SetupRun, Snapshot
+from sandboxes.models import ACTIVE_RUN, ACTIVE_RUN_SQL, LiveSandbox, SetupRun, Snapshot
 from sandboxes.pipeline import undo_run_resources
 from sandboxes.providers import get_git_host, get_sandbox_backend
 from sandboxes.providers.base import (
@@ -309,10 +309,10 @@ def sandboxes_delete(
     # Cancel first: a queued run must not set the sandbox up again behind us,
     # and an executing one then stops before it saves a snapshot.
     canceled_at = timezone.now()
-    snapshots = _snapshots_canceling_runs(account_ids, canceled_at=canceled_at)
+    snapshots, maybe_live = _cancel_runs_and_read(account_ids, canceled_at=canceled_at)
     deletions = [SandboxDeletion(account_id=account_id) for account_id in account_ids]
     # A running sandbox goes first, without a snapshot: it would write one back.
-    not_removed = live.live_sandboxes_remove(account_ids=account_ids, actor=actor)
+    not_removed = live.live_sandboxes_remove(account_ids=maybe_live, actor=actor) if maybe_live else {}
     for deletion in deletions:
         deletion.error = not_removed.get(deletion.account_id, "")
     listed = repositories
@@ -346,44 +346,54 @@ def sandboxes_delete(
     return deletions
 
 
-def _snapshots_canceling_runs(account_ids: list, *, canceled_at) -> dict:
-    """The accounts' snapshots by account id, once their queued and executing runs are canceled.
+def _cancel_runs_and_read(account_ids: list, *, canceled_at) -> tuple[dict, list]:
+    """Cancel the accounts' queued and executing runs; their snapshots by account id, and which of them may
+    have a live sandbox.
 
-    On PostgreSQL one statement does both (the UPDATE in a WITH, which runs
-    whether or not the SELECT reads it), written once per database from the
-    models' columns: every delete starts with it, and Django compiling its two
-    parts cost more CPU than the database running them (bench/README.md).
-    Elsewhere, two statements.
+    On PostgreSQL one statement does it all (the UPDATE in a WITH, which runs
+    whether or not the SELECT reads it) and says exactly which accounts have a
+    live sandbox, so that a delete of an account without one asks nothing more.
+    It is written once per database from the models' columns: every delete
+    starts with it, and Django compiling its parts cost more CPU than the
+    database running them (bench/README.md, "DELETE /api/sandboxes").
+    Elsewhere, two statements, and any account may have a live sandbox.
     https://www.postgresql.org/docs/current/queries-with.html#QUERIES-WITH-MODIFYING
     """
     canceled = {"status": SetupRun.Status.CANCELED, "finished_at": canceled_at, "error": DELETE_CANCELED_ERROR}
     connection = connections[router.db_for_write(Snapshot)]
     if connection.vendor != "postgresql":
         SetupRun.objects.filter(ACTIVE_RUN, account_id__in=account_ids).update(**canceled)
-        return Snapshot.objects.in_bulk(account_ids)
+        return Snapshot.objects.in_bulk(account_ids), account_ids
     run_fields = {name: SetupRun._meta.get_field(name) for name in canceled}
     ids = [Snapshot._meta.pk.get_db_prep_value(account_id, connection) for account_id in account_ids]
     with connection.cursor() as cursor:
-        cursor.execute(_snapshots_canceling_runs_sql(connection.alias), [
+        cursor.execute(_cancel_runs_and_read_sql(connection.alias), [
             *(run_fields[name].get_db_prep_save(value, connection) for name, value in canceled.items()), ids, ids,
         ])
         rows = cursor.fetchall()
-    return {snapshot.pk: snapshot for snapshot in (model_from_row(Snapshot, row, connection) for row in rows)}
+    snapshots = [model_from_row(Snapshot, row[2:], connection) for row in rows if row[2] is not None]
+    return {snapshot.pk: snapshot for snapshot in snapshots}, [account_id for account_id, live, *_ in rows if live]
 
 
 @cache
-def _snapshots_canceling_runs_sql(alias: str) -> str:
+def _cancel_runs_and_read_sql(alias: str) -> str:
     quote = connections[alias].ops.quote_name
+    runs, snapshots = quote(SetupRun._meta.db_table), quote(Snapshot._meta.db_table)
     run_column = {name: quote(SetupRun._meta.get_field(name).column)
                   for name in ("status", "finished_at", "error", "account")}
-    snapshot_columns = ", ".join(quote(field.column) for field in Snapshot._meta.concrete_fields)
-    # The ids as one array: one statement whatever their number, which PostgreSQL prepares once.
+    snapshot_columns = ", ".join(f"s.{quote(field.column)}" for field in Snapshot._meta.concrete_fields)
+    live_sandboxes = quote(LiveSandbox._meta.db_table)
+    live_statuses = ", ".join(f"'{status}'" for status in LiveSandbox.LIVE_STATUSES)
+    account = quote("account_id")
+    # The ids as one array: one statement whatever their number, which PostgreSQL prepares once. A row for
+    # each account: whether it has a live sandbox (at most one: a conditional unique constraint), its snapshot.
     return (
-        f"WITH canceled AS (UPDATE {quote(SetupRun._meta.db_table)} "
+        f"WITH canceled AS (UPDATE {runs} "
         f"SET {run_column['status']} = %s, {run_column['finished_at']} = %s, {run_column['error']} = %s "
         f"WHERE {ACTIVE_RUN_SQL} AND {run_column['account']} = ANY(%s)) "
-        f"SELECT {snapshot_columns} FROM {quote(Snapshot._meta.db_table)} "
-        f"WHERE {quote(Snapshot._meta.pk.column)} = ANY(%s)"
+        f"SELECT a.id, EXISTS (SELECT 1 FROM {live_sandboxes} l WHERE l.{account} = a.id "
+        f"AND l.{quote('status')} IN ({live_statuses})), {snapshot_columns} "
+        f"FROM unnest(%s) AS a(id) LEFT JOIN {snapshots} s ON s.{account} = a.id"
     )
 
 
