@@ -7,9 +7,11 @@ of the change, so an event exists exactly when its change does.
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 from uuid import UUID
 
 from django.conf import settings
+from django.db import connections, router
 from ipware import get_client_ip
 
 from accounts.models import Account, ApiKey, AuditEvent
@@ -106,7 +108,7 @@ def audit_event(
 
 def audit_record(**fields) -> AuditEvent:
     event = audit_event(**fields)
-    event.save()
+    _insert(event)
     return event
 
 
@@ -114,6 +116,39 @@ def audit_record_many(events: Iterable[AuditEvent]) -> list[AuditEvent]:
     events = list(events)
     if len(events) == 1:
         # bulk_create opens a transaction of its own (BEGIN/COMMIT round trips) even for one row.
-        events[0].save()
+        _insert(events[0])
         return events
     return AuditEvent.objects.bulk_create(events)
+
+
+def _insert(event: AuditEvent) -> None:
+    """Save a new event as Model.save() does, with an INSERT written once per database.
+
+    Nearly every request that changes something records one event, and
+    Django compiling its INSERT afresh each time cost more CPU than the
+    database spent on it (bench/README.md, "DELETE /api/sandboxes").
+    """
+    connection = connections[router.db_for_write(AuditEvent)]
+    if not connection.features.can_return_columns_from_insert:  # SQLite before 3.35
+        event.save(using=connection.alias)
+        return
+    values = [field.get_db_prep_save(field.pre_save(event, True), connection) for field in _inserted_fields()]
+    with connection.cursor() as cursor:
+        cursor.execute(_insert_sql(connection.alias), values)
+        event.pk = cursor.fetchone()[0]
+    event._state.adding, event._state.db = False, connection.alias
+
+
+def _inserted_fields() -> list:
+    meta = AuditEvent._meta
+    return [field for field in meta.local_concrete_fields if field is not meta.auto_field]
+
+
+@cache
+def _insert_sql(alias: str) -> str:
+    quote = connections[alias].ops.quote_name
+    meta = AuditEvent._meta
+    columns = ", ".join(quote(field.column) for field in _inserted_fields())
+    placeholders = ", ".join(["%s"] * len(_inserted_fields()))
+    return (f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders}) "
+            f"RETURNING {quote(meta.auto_field.column)}")
