@@ -128,6 +128,22 @@ def test_every_api_view_refuses_query_parameters_it_does_not_take():
             assert issubclass(view, ApiView), f"{route}: {view.__name__} is not a config.api_input.ApiView"
 
 
+def test_every_api_view_declares_the_scope_of_each_method_it_answers():
+    """A new endpoint names its scope (accounts/scopes.py) or every request to it is refused."""
+    from accounts.scopes import ALL_SCOPES, NO_SCOPE
+
+    views = dict(_api_views())
+    assert "api/audit" in views
+    for route, view in views.items():
+        if route in ("api/schema/", "api/docs/") or view is None or not issubclass(view, APIView):
+            continue
+        answered = {method.upper() for method in view.http_method_names
+                    if hasattr(view, method) and method not in ("options", "head")}
+        assert answered == set(view.required_scopes), f"{route}: {view.__name__} declares {view.required_scopes}"
+        for method, scope in view.required_scopes.items():
+            assert scope in ALL_SCOPES or scope == NO_SCOPE, f"{route} {method}: {scope!r} is not a scope"
+
+
 # --- missing or invalid ---------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""The permission matrix: every kind of key × every relation of the target × every endpoint.
+"""The permission matrix: every kind of key × every relation of the target × every endpoint; and the scopes.
 
 Generated from the three tables below (KEY_KINDS, RELATIONS, ENDPOINTS) and
 one function that says what the rules of DESIGN.md ("Who may act on which
@@ -51,7 +51,15 @@ from django.utils import timezone
 
 from accounts.keys import generate_key, hash_key, visible_prefix
 from accounts.models import Account, ApiKey, AuditEvent
-from accounts.scopes import ALL_SCOPES
+from accounts.scopes import (
+    ALL_SCOPES,
+    AUDIT_READ,
+    NO_SCOPE,
+    SANDBOXES_DELETE,
+    SANDBOXES_EXEC,
+    SANDBOXES_READ,
+    SANDBOXES_SETUP,
+)
 from orgs.access import ACCESS_DENIED_MESSAGE
 from orgs.models import Membership, Organization
 from sandboxes.models import LiveSandbox, SandboxCommand, SetupRun, Snapshot
@@ -483,3 +491,83 @@ def _assert_live_target_changed_as_asked(endpoint: str, target: Account, before:
         kept |= {"commands"}
     for name in kept:
         assert after[name] == before[name], (name, before[name], after[name])
+
+
+# --- the scope dimension ------------------------------------------------------------
+#
+# Every endpoint × every set of scopes, with Pat's personal key on her own
+# account: a key without the endpoint's scope gets a 403 naming it and nothing
+# changes (no run, no command, no file, no event); with it, the endpoint
+# answers as it does for a key of every scope. The live sandbox's endpoints
+# find a running sandbox in every account (start_live_sandboxes).
+
+# name -> (method, path, body, the scope it needs, its answer with the scope)
+SCOPED_ENDPOINTS = {
+    "ping": ("get", "/api/ping", None, NO_SCOPE, 200),
+    "setup": ("post", "/api/sandboxes/setup", {}, SANDBOXES_SETUP, 200),
+    "sandbox_state": ("get", "/api/sandboxes", None, SANDBOXES_READ, 200),
+    "start": ("post", "/api/sandboxes", {}, SANDBOXES_SETUP, 200),
+    "renew": ("patch", "/api/sandboxes", {}, SANDBOXES_SETUP, 200),
+    "delete": ("delete", "/api/sandboxes", {}, SANDBOXES_DELETE, 200),
+    "file_read": ("get", "/api/sandboxes/file?path=README.md", None, SANDBOXES_READ, 200),
+    "runs_list": ("get", "/api/tasks/runs", None, SANDBOXES_READ, 200),
+    "command_run": ("post", "/api/sandboxes/commands", {"command": "cat", "args": ["WHOSE"]}, SANDBOXES_EXEC, 200),
+    "command_read": ("get", "/api/sandboxes/commands?commandId={command}", None, SANDBOXES_READ, 200),
+    "upload": ("post", "/api/sandboxes/files", {"files": [{"path": "a.txt", "content": "a"}]}, SANDBOXES_EXEC, 200),
+    "stop": ("post", "/api/sandboxes/stop", {"snapshot": False}, SANDBOXES_EXEC, 200),
+    "audit": ("get", "/api/audit", None, AUDIT_READ, 200),
+}
+SCOPE_SETS = {
+    "none": (),
+    **{scope: (scope,) for scope in ALL_SCOPES},
+    "default": ("sandboxes:read", "sandboxes:setup"),
+    "all": ALL_SCOPES,
+}
+
+
+def scope_cells():
+    for endpoint, (*_, needed, _answer) in SCOPED_ENDPOINTS.items():
+        for name, scopes in SCOPE_SETS.items():
+            yield pytest.param(endpoint, name, id=f"{endpoint}-{name}")
+        if needed != NO_SCOPE:
+            # Every scope but the one it needs.
+            yield pytest.param(endpoint, f"all-but-{needed}", id=f"{endpoint}-all-but-{needed}")
+
+
+def scopes_of(name: str) -> tuple:
+    if name.startswith("all-but-"):
+        return tuple(scope for scope in ALL_SCOPES if scope != name.removeprefix("all-but-"))
+    return SCOPE_SETS[name]
+
+
+@pytest.mark.parametrize("endpoint, scope_set", list(scope_cells()))
+def test_scope_cell_passes_with_the_scope_and_is_refused_without_it(world, api, endpoint, scope_set):
+    scopes = scopes_of(scope_set)
+    ApiKey.objects.filter(name="personal").update(scopes=list(scopes))
+    method, path, body, needed, answer = SCOPED_ENDPOINTS[endpoint]
+    if endpoint in ("start", "command_run", "command_read", "upload", "stop"):
+        start_live_sandboxes(world)
+        path = path.format(command=world.commands["pat"])
+    before = state_of_every_account()
+
+    response = api.call(method, path, body=body, headers={"x-api-key": world.keys["personal"]})
+
+    if needed == NO_SCOPE or needed in scopes:
+        assert response.status_code == answer, response.content
+        if answer == 200:
+            assert response.json()["status"] == "success"
+    else:
+        assert response.status_code == 403, response.content
+        assert response.json() == {"status": "error", "error": f"This key lacks the scope {needed}"}
+        assert state_of_every_account() == before
+
+
+def test_the_scope_matrix_covers_every_api_endpoint_and_method():
+    from tests.test_api_input import _api_views
+
+    declared = {(route, method) for route, view in _api_views()
+                if route not in ("api/schema/", "api/docs/") and view is not None and hasattr(view, "required_scopes")
+                for method in view.required_scopes}
+    covered = {(path.split("?")[0].lstrip("/"), method.upper()) for method, path, *_ in SCOPED_ENDPOINTS.values()}
+    assert len(covered) == len(SCOPED_ENDPOINTS)
+    assert covered == declared
