@@ -28,10 +28,12 @@ FOREGROUND = (
     f'exec timeout -s TERM -k {KILL_AFTER_SECONDS} "$s" "$@"'
 )
 # The same, its output and exit status kept in files beside the pid (read by READ_BACKGROUND).
+# `timeout` runs as a job whose pid is kept too (.job): GNU timeout leads a
+# process group of its own, which KILL kills beside the shell's.
 BACKGROUND = (
     'd="$1/$0"; mkdir -p "$1" && echo $$ > "$d.pid" && cd -- "$2" && s=$3 && shift 3 && '
-    f'{{ timeout -s TERM -k {KILL_AFTER_SECONDS} "$s" "$@" > "$d.out" 2> "$d.err" < /dev/null; '
-    'echo $? > "$d.part"; mv "$d.part" "$d.exit"; }'
+    f'{{ timeout -s TERM -k {KILL_AFTER_SECONDS} "$s" "$@" > "$d.out" 2> "$d.err" < /dev/null & '
+    'echo $! > "$d.job"; wait $!; echo $? > "$d.part"; mv "$d.part" "$d.exit"; }'
 )
 # $0: command id; $1: commands folder; $2: bytes to read of each stream.
 # The first line says `finished <status>`, `running` (or not started yet: no pid) or `gone`
@@ -41,8 +43,9 @@ READ_BACKGROUND = (
     'elif [ ! -f "$d.pid" ] || kill -0 "$(cat "$d.pid")" 2>/dev/null; then echo running; exit 0; '
     'else echo gone; fi; head -c "$2" "$d.out" 2>/dev/null; head -c "$2" "$d.err" >&2 2>/dev/null; true'
 )
-# $0: command id; $1: commands folder. Kills the process group the command leads, then the process.
-KILL = 'p=$(cat "$1/$0.pid" 2>/dev/null) && { kill -KILL -"$p" 2>/dev/null; kill -KILL "$p" 2>/dev/null; }; true'
+# $0: command id; $1: commands folder. Kills the process groups the command leads, then the processes.
+KILL = ('for f in "$1/$0.job" "$1/$0.pid"; do p=$(cat "$f" 2>/dev/null) && '
+        '{ kill -KILL -"$p" 2>/dev/null; kill -KILL "$p" 2>/dev/null; }; done; true')
 # $0: a folder; exit status 0 when it is one.
 IS_FOLDER = 'test -d "$0" && ! test -L "$0"'
 # What `timeout` and a KILL make a command exit with: its own, TERM's and KILL's statuses.

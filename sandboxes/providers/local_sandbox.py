@@ -162,6 +162,11 @@ class LocalSandboxBackend(StoreBackedSnapshots):
 
     def stop(self, sandbox_id: str) -> None:
         sandbox_dir = self._sandbox_dir(sandbox_id)
+        # Its commands still running (in the background) go with it: each leads a process group.
+        commands_folder = sandbox_dir / "commands"
+        for pid_file in [*commands_folder.glob("*.job"), *commands_folder.glob("*.pid")]:
+            with contextlib.suppress(OSError, ValueError):
+                _kill_group(int(pid_file.read_text()))
         try:
             shutil.rmtree(sandbox_dir)
         except FileNotFoundError:

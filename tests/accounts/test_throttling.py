@@ -291,15 +291,15 @@ def settings_of(**variables):
     return json.loads(line.removeprefix("SETTINGS="))
 
 
-def test_default_rates_are_30_a_minute_for_setup_delete_and_renew(tmp_path):
+def test_default_rates_are_30_a_minute_for_setup_delete_and_renew_and_600_for_a_live_sandboxs_work(tmp_path):
     rates, _cache = settings_of(VAR_DIR=str(tmp_path))
-    assert rates == {"setup": "30/min", "delete": "30/min", "renew": "30/min"}
+    assert rates == {"setup": "30/min", "delete": "30/min", "renew": "30/min", "exec": "600/min"}
 
 
 def test_rates_come_from_the_environment(tmp_path):
     rates, _cache = settings_of(VAR_DIR=str(tmp_path), THROTTLE_SETUP_RATE="5/s", THROTTLE_DELETE_RATE="off",
-                                THROTTLE_RENEW_RATE="7/hour")
-    assert rates == {"setup": "5/s", "delete": None, "renew": "7/hour"}
+                                THROTTLE_RENEW_RATE="7/hour", THROTTLE_EXEC_RATE="2/s")
+    assert rates == {"setup": "5/s", "delete": None, "renew": "7/hour", "exec": "2/s"}
 
 
 @pytest.mark.parametrize("value", ["fast", "10", "0/min", "10/fortnight"])

@@ -344,3 +344,17 @@ def test_reconcile_keeps_a_live_sandboxs_container_and_removes_it_once_its_row_i
     assert sorted(f.subject.split()[0] for f in leftovers) == ["container", "volume"]
     assert all(f.fixed and f"live sandbox {sandbox_id}, which held it, is over" in f.reason for f in leftovers)
     assert docker_engine.containers.list(all=True, filters=marked) == []
+
+
+def test_a_stop_ends_the_background_commands_still_running(api, people, started):
+    command_id = shell(api, people.alice, "echo $$ > pid; exec sleep 60", background=True).json()["commandId"]
+    deadline = time.monotonic() + 10
+    while run(api, people.alice, "cat", "pid").json()["exitCode"] != 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+    api.call("post", STOP, key=people.alice.key, body={"snapshot": False})
+
+    assert SandboxCommand.objects.get(pk=command_id).status == SandboxCommand.Status.KILLED
+    leftover = subprocess.run(["pgrep", "-f", "^sleep 60$"], capture_output=True, text=True).stdout.split()
+    assert leftover == [], leftover
