@@ -1,8 +1,8 @@
 """Production settings: `manage.py check --deploy` and HTTPS.
 
 - `check --deploy --fail-level WARNING` exits 0 in the production
-  environment that README.md documents: the test runs README's own block
-  (marked `production-environment`) in bash, so the two cannot drift apart;
+  environment that docs/security.md documents: the test runs the page's own
+  block (marked `production-environment`) in bash, so the two cannot drift apart;
   without the HTTPS defaults it fails, naming what is missing.
 - With DEBUG off, plain HTTP is redirected to HTTPS, except /healthz (a load
   balancer's checks speak plain HTTP); a request the proxy marks as HTTPS is
@@ -22,9 +22,9 @@ MARKER = "<!-- production-environment"
 
 
 def production_block() -> str:
-    readme = (REPO / "README.md").read_text()
-    assert MARKER in readme, "README.md has no production-environment block"
-    after = readme.split(MARKER, 1)[1]
+    page = (REPO / "docs" / "security.md").read_text()
+    assert MARKER in page, "docs/security.md has no production-environment block"
+    after = page.split(MARKER, 1)[1]
     match = re.search(r"```sh\n(.*?)```", after, re.DOTALL)
     assert match, "the production-environment marker is not followed by a sh block"
     return match.group(1)
