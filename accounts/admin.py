@@ -17,11 +17,17 @@ changes nothing.
 
 Actions only call services and report what they did. The audit trail is
 read-only for everyone.
+
+A key's scopes (accounts/scopes.py) are chosen on its add form (ticked: the
+API_KEY_DEFAULT_SCOPES) and changed on its page, through api_key_scopes_set,
+which records the change before → after; the key list and the account page
+show them.
 """
 
 import uuid
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import BadRequest
@@ -35,7 +41,8 @@ from django.views.decorators.debug import sensitive_variables
 
 from accounts.audit import Actor
 from accounts.models import Account, ApiKey, AuditEvent
-from accounts.services import accounts_deactivate, api_key_create, api_keys_revoke
+from accounts.scopes import ALL_SCOPES, DESCRIPTIONS, scopes_display
+from accounts.services import accounts_deactivate, api_key_create, api_key_scopes_set, api_keys_revoke
 from config.admin_audit import AuditedAdminMixin
 from config.admin_display import (
     AddFormMixin,
@@ -98,7 +105,8 @@ class ApiKeyInline(admin.TabularInline):
 
     model = ApiKey
     extra = 0
-    fields = ["prefix", "name", "organization", "status", "created_at", "expires_at", "revoked_at", "last_used_at"]
+    fields = ["prefix", "name", "organization", "status", "key_scopes", "created_at", "expires_at", "revoked_at",
+              "last_used_at"]
     readonly_fields = fields
     can_delete = False
     show_change_link = True
@@ -112,6 +120,10 @@ class ApiKeyInline(admin.TabularInline):
     @admin.display(description="status")
     def status(self, key):
         return key_state(key)
+
+    @admin.display(description="scopes")
+    def key_scopes(self, key):
+        return scopes_display(key.scopes)
 
 
 def key_status(key: ApiKey) -> str:
@@ -436,12 +448,27 @@ class KeyStatusFilter(admin.SimpleListFilter):
         return queryset
 
 
+SCOPE_CHOICES = [(scope, f"{scope}: {DESCRIPTIONS[scope]}") for scope in ALL_SCOPES]
+
+
+def scopes_field(**options) -> forms.MultipleChoiceField:
+    return forms.MultipleChoiceField(choices=SCOPE_CHOICES, widget=forms.CheckboxSelectMultiple, required=False,
+                                     help_text="What the key may do. A key without a scope is refused the "
+                                               "endpoints that need it (403).", **options)
+
+
 class ApiKeyCreateForm(forms.ModelForm):
     """What a staff user chooses for a new key; the key and its hash are made by api_key_create."""
 
+    scopes = scopes_field()
+
     class Meta:
         model = ApiKey
-        fields = ["account", "organization", "name", "expires_at"]
+        fields = ["account", "organization", "name", "expires_at", "scopes"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["scopes"].initial = list(settings.API_KEY_DEFAULT_SCOPES)
 
     def clean(self):
         cleaned = super().clean()
@@ -455,10 +482,20 @@ class ApiKeyCreateForm(forms.ModelForm):
         return cleaned
 
 
+class ApiKeyChangeForm(forms.ModelForm):
+    """A key's page: its name and its scopes change; the rest is fixed."""
+
+    scopes = scopes_field()
+
+    class Meta:
+        model = ApiKey
+        fields = ["name", "scopes"]
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(AddFormMixin, admin.ModelAdmin):
     # The hash is never shown; the visible prefix is enough to recognise a key.
-    list_display = ["prefix", "name", "account", "organization", "status", "created_at", "expires_at",
+    list_display = ["prefix", "name", "account", "organization", "status", "key_scopes", "created_at", "expires_at",
                     "revoked_at", "last_used_at"]
     list_filter = [KeyStatusFilter, ("last_used_at", admin.DateFieldListFilter), "organization"]
     search_fields = ["prefix", "name", "account__email", "account__name"]
@@ -466,6 +503,7 @@ class ApiKeyAdmin(AddFormMixin, admin.ModelAdmin):
     autocomplete_fields = ["account"]
     actions = ["revoke_selected_keys"]
     add_form = ApiKeyCreateForm
+    form = ApiKeyChangeForm
     created_template = "admin/accounts/apikey/created.html"
 
     def get_fieldsets(self, request, obj=None):
@@ -477,24 +515,30 @@ class ApiKeyAdmin(AddFormMixin, admin.ModelAdmin):
     def get_fields(self, request, obj=None):
         if obj is None:
             return ApiKeyCreateForm.Meta.fields
-        return ["prefix", "name", "account", "organization", "status", "created_at", "expires_at", "revoked_at",
-                "last_used_at"]
+        return ["prefix", "name", "account", "organization", "status", "scopes", "created_at", "expires_at",
+                "revoked_at", "last_used_at"]
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return []
-        # Only the name changes after creation: revoking goes through the
-        # audited action, and a key's owner and lifetime are fixed.
-        return [field for field in self.get_fields(request, obj) if field != "name"]
+        # Only the name and the scopes change after creation: revoking goes
+        # through the audited action, and a key's owner and lifetime are fixed.
+        return [field for field in self.get_fields(request, obj) if field not in ("name", "scopes")]
 
     @admin.display(description="status")
     def status(self, key):
         return key_state(key)
 
+    @admin.display(description="scopes")
+    def key_scopes(self, key):
+        return scopes_display(key.scopes)
+
     @sensitive_variables("raw_key")
     def save_model(self, request, obj, form, change):
         if change:
-            super().save_model(request, obj, form, change)
+            # The scopes through the service, which records them before → after; the name as it is.
+            api_key_scopes_set(key=obj, scopes=form.cleaned_data["scopes"], actor=Actor.from_admin_request(request))
+            obj.save(update_fields=["name"])
             return
         key, raw_key = api_key_create(
             actor=Actor.from_admin_request(request),
@@ -502,6 +546,7 @@ class ApiKeyAdmin(AddFormMixin, admin.ModelAdmin):
             organization=form.cleaned_data["organization"],
             name=form.cleaned_data["name"],
             expires_at=form.cleaned_data["expires_at"],
+            scopes=form.cleaned_data["scopes"],
         )
         # The admin goes on with `obj` (its history entry, the answer): make it the key just made.
         obj.pk, obj.prefix, obj.key_hash, obj.created_at = key.pk, key.prefix, key.key_hash, key.created_at

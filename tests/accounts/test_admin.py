@@ -18,6 +18,7 @@ What is pinned:
 """
 
 import logging
+import re
 from datetime import timedelta
 
 import pytest
@@ -146,18 +147,84 @@ def test_run_setup_again_from_the_account_list(client, people):
 
 
 def create_key(client, **fields):
-    data = {"account": "", "organization": "", "name": "", "expires_at_0": "", "expires_at_1": "", **fields}
+    # The scopes ticked by default, as the form shows them.
+    data = {"account": "", "organization": "", "name": "", "expires_at_0": "", "expires_at_1": "",
+            "scopes": ["sandboxes:read", "sandboxes:setup"], **fields}
     return client.post(f"{KEYS}add/", data)
 
 
-def test_the_add_form_asks_for_account_organization_name_and_expiry_only(client, people):
+def test_the_add_form_asks_for_account_organization_name_expiry_and_scopes_only(client, people):
     operator(client)
 
     response = client.get(f"{KEYS}add/")
 
     assert response.status_code == 200
-    assert list(response.context["adminform"].form.fields) == ["account", "organization", "name", "expires_at"]
+    assert list(response.context["adminform"].form.fields) == ["account", "organization", "name", "expires_at",
+                                                                 "scopes"]
+    assert response.context["adminform"].form["scopes"].initial == ["sandboxes:read", "sandboxes:setup"]
     assert b"key_hash" not in response.content
+
+
+def test_the_add_form_makes_a_key_with_the_scopes_ticked(client, people, api):
+    operator(client)
+
+    response = create_key(client, account=people.bob.account.pk, name="reader", scopes=["sandboxes:read"])
+
+    key = ApiKey.objects.get(name="reader")
+    assert key.scopes == ["sandboxes:read"]
+    raw_key = response.context["raw_key"]
+    assert api.sandbox(raw_key).status_code == 200
+    assert api.setup(raw_key).json() == {"status": "error", "error": "This key lacks the scope sandboxes:setup"}
+    event = AuditEvent.objects.get(action=AuditEvent.Action.KEY_CREATED, detail__contains="reader")
+    assert event.detail.endswith("scopes sandboxes:read")
+
+
+def test_the_add_form_with_no_scope_ticked_makes_a_key_of_no_scope(client, people):
+    operator(client)
+
+    create_key(client, account=people.bob.account.pk, name="nothing", scopes=[])
+
+    assert ApiKey.objects.get(name="nothing").scopes == []
+
+
+def test_a_key_page_changes_the_scopes_with_the_change_in_the_audit_trail(admin_client, admin_user, people, api):
+    staff, client = admin_user, admin_client
+    key = people.bob.api_key
+
+    response = client.post(admin_change_url(ApiKey, key.pk), {"name": key.name,
+                                                               "scopes": ["sandboxes:read", "sandboxes:setup"]})
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    key.refresh_from_db()
+    assert key.scopes == ["sandboxes:read", "sandboxes:setup"]
+    [event] = AuditEvent.objects.filter(action=AuditEvent.Action.KEY_SCOPES_CHANGED)
+    assert (event.actor_user, event.account_ref) == (staff, people.bob.account.pk)
+    assert event.detail == (f"Key {key.prefix}… (bob's key): scopes: sandboxes:read sandboxes:setup sandboxes:exec "
+                            "sandboxes:delete audit:read → sandboxes:read sandboxes:setup")
+    refused = api.delete(people.bob.key)
+    assert (refused.status_code, refused.json()["error"]) == (403, "This key lacks the scope sandboxes:delete")
+
+
+def test_saving_a_key_page_without_changing_the_scopes_records_nothing(admin_client, people):
+    key = people.bob.api_key
+
+    admin_client.post(admin_change_url(ApiKey, key.pk), {"name": "renamed", "scopes": list(key.scopes)})
+
+    key.refresh_from_db()
+    assert key.name == "renamed"
+    assert not AuditEvent.objects.filter(action=AuditEvent.Action.KEY_SCOPES_CHANGED).exists()
+
+
+def test_the_key_list_and_the_account_page_show_the_scopes(admin_client, people):
+    api_key_create(actor=Actor.command("tests"), account=people.bob.account, name="narrow",
+                   scopes=["sandboxes:read"])
+
+    keys = admin_client.get(KEYS).content.decode()
+    page = admin_client.get(admin_change_url(Account, people.bob.account.pk)).content.decode()
+
+    for shown in (keys, page):
+        assert "sandboxes:read sandboxes:setup sandboxes:exec sandboxes:delete audit:read" in shown
+        assert re.search(r">\s*sandboxes:read\s*<", shown)  # the narrow key's cell
 
 
 def test_a_key_created_in_the_admin_is_shown_once_and_works(client, people, api, caplog):
@@ -236,12 +303,12 @@ def test_a_viewer_cannot_create_keys(client, people):
     assert not ApiKey.objects.filter(name="nope").exists()
 
 
-def test_a_key_page_changes_the_name_only(admin_client, people):
+def test_a_key_page_changes_the_name_and_the_scopes_only(admin_client, people):
     key = people.bob.api_key
 
     response = admin_client.get(admin_change_url(ApiKey, key.pk))
 
-    assert list(response.context["adminform"].form.fields) == ["name"]
+    assert list(response.context["adminform"].form.fields) == ["name", "scopes"]
     assert key.prefix in response.content.decode()
     assert key.key_hash not in response.content.decode()
 
