@@ -227,7 +227,7 @@ def represent(serializer_class: type[serializers.Serializer], instance) -> dict:
 
 # --- live sandboxes ---------------------------------------------------------------------
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # fullmatch: `$` would let a trailing newline through
 COMMAND_MAX_ARGS = 1000
 COMMAND_MAX_ENV = 100
 COMMAND_MAX_ARGUMENT_BYTES = 32 * 1024
@@ -301,7 +301,7 @@ class RunCommandRequestSerializer(AccountTargetSerializer):
         if len(value) > COMMAND_MAX_ENV:
             raise serializers.ValidationError(f"at most {COMMAND_MAX_ENV} variables")
         for name, text in value.items():
-            if not _ENV_NAME.match(name):
+            if not _ENV_NAME.fullmatch(name):
                 raise serializers.ValidationError(f"{name[:40]!r} is not a variable name (letters, digits, _)")
             _no_nul(text, "a value")
         return value
