@@ -1,4 +1,4 @@
-"""The operators' management commands: create_account, create_org, add_member, create_api_key.
+"""The operators' management commands: create_account, create_org, add_member, create_api_key, set_api_key_scopes.
 
 Each is run through call_command as `manage.py` would run it. What is pinned:
 - create_account and create_org print the new row's UUID, and refuse a
@@ -8,7 +8,10 @@ Each is run through call_command as `manage.py` would run it. What is pinned:
 - create_api_key prints the raw key alone on the last line of stdout (the key
   then authenticates over the API), makes an organization key with --org only
   for a member, sets an expiry with --expires-in, and refuses a bad duration
-  or an unknown account.
+  or an unknown account; gives the scopes named with --scope, else
+  API_KEY_DEFAULT_SCOPES;
+- set_api_key_scopes gives keys (by prefix, or all of an account's) other
+  scopes, recording each change before → after.
 """
 
 import io
@@ -289,3 +292,82 @@ def test_create_api_key_refuses_an_unknown_account(db, account):
         run("create_api_key", "--account", account)
 
     assert not ApiKey.objects.exists()
+
+
+# --- scopes: create_api_key --scope, set_api_key_scopes --------------------------------------
+
+
+def test_create_api_key_without_scope_gives_the_default_scopes(people, api):
+    output = run("create_api_key", "--account", str(people.bob.account.pk))
+
+    key = ApiKey.objects.get(key_hash=hash_key(issued_key(output)))
+    assert key.scopes == ["sandboxes:read", "sandboxes:setup"]
+    assert "with scopes sandboxes:read sandboxes:setup" in output.stderr
+    refused = api.delete(issued_key(output))
+    assert refused.json() == {"status": "error", "error": "This key lacks the scope sandboxes:delete"}
+
+
+def test_create_api_key_takes_the_default_from_api_key_default_scopes(people, settings):
+    settings.API_KEY_DEFAULT_SCOPES = ["audit:read"]
+
+    raw = issued_key(run("create_api_key", "--account", str(people.bob.account.pk)))
+
+    assert ApiKey.objects.get(key_hash=hash_key(raw)).scopes == ["audit:read"]
+
+
+def test_create_api_key_with_scopes_gives_those_alone(people, api):
+    raw = issued_key(run("create_api_key", "--account", str(people.bob.account.pk), "--scope", "audit:read",
+                         "--scope", "sandboxes:delete"))
+
+    assert ApiKey.objects.get(key_hash=hash_key(raw)).scopes == ["sandboxes:delete", "audit:read"]
+    assert api.delete(raw).status_code == 200
+    assert api.setup(raw).json()["error"] == "This key lacks the scope sandboxes:setup"
+
+
+def test_create_api_key_refuses_a_scope_that_does_not_exist(people):
+    with pytest.raises(CommandError, match="invalid choice: 'sandboxes:everything'"):
+        run("create_api_key", "--account", str(people.bob.account.pk), "--scope", "sandboxes:everything")
+    assert ApiKey.objects.filter(account=people.bob.account).count() == 1
+
+
+def test_set_api_key_scopes_narrows_a_key_and_records_before_and_after(people, api):
+    key = people.bob.api_key
+
+    output = run("set_api_key_scopes", "--key", key.prefix, "--scope", "sandboxes:read")
+
+    key.refresh_from_db()
+    assert key.scopes == ["sandboxes:read"]
+    assert "1 of 1 key(s) changed." in output.stdout
+    from accounts.models import AuditEvent
+
+    event = AuditEvent.objects.get(action=AuditEvent.Action.KEY_SCOPES_CHANGED)
+    assert (event.actor, event.account_ref) == ("set_api_key_scopes", people.bob.account.pk)
+    assert event.detail.endswith("scopes: sandboxes:read sandboxes:setup sandboxes:exec sandboxes:delete "
+                                 "audit:read → sandboxes:read")
+    assert api.setup(people.bob.key).status_code == 403
+    assert api.sandbox(people.bob.key).status_code == 200
+
+
+def test_set_api_key_scopes_of_every_key_of_an_account(people):
+    run("create_api_key", "--account", str(people.bob.account.pk), "--scope", "audit:read")
+
+    output = run("set_api_key_scopes", "--account", str(people.bob.account.pk), "--no-scope")
+
+    assert "2 of 2 key(s) changed." in output.stdout, output.stdout
+    assert list(ApiKey.objects.filter(account=people.bob.account).values_list("scopes", flat=True)) == [[], []]
+
+
+def test_set_api_key_scopes_that_a_key_holds_already_changes_nothing(people):
+    from accounts.models import AuditEvent
+
+    output = run("set_api_key_scopes", "--key", people.bob.api_key.prefix, "--scope", "sandboxes:read",
+                 "--scope", "sandboxes:setup", "--scope", "sandboxes:exec", "--scope", "sandboxes:delete",
+                 "--scope", "audit:read")
+
+    assert "0 of 1 key(s) changed." in output.stdout
+    assert not AuditEvent.objects.filter(action=AuditEvent.Action.KEY_SCOPES_CHANGED).exists()
+
+
+def test_set_api_key_scopes_refuses_an_unknown_key(people):
+    with pytest.raises(CommandError, match="No key with the prefix 'sbx_nothing1'"):
+        run("set_api_key_scopes", "--key", "sbx_nothing1", "--scope", "sandboxes:read")

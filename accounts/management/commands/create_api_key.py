@@ -2,6 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from accounts.audit import Actor
+from accounts.scopes import ALL_SCOPES, scopes_display
 from accounts.selectors import account_by_id
 from accounts.services import api_key_create
 from config.environment import parse_duration
@@ -17,8 +18,11 @@ class Command(BaseCommand):
         parser.add_argument("--org", help="Id or slug of an organization: makes an organization key")
         parser.add_argument("--name", default="", help="A name to recognise the key by")
         parser.add_argument("--expires-in", help="Lifetime such as 3600, 90m, 12h, 30d or 2w (default: never)")
+        parser.add_argument("--scope", action="append", dest="scopes", choices=ALL_SCOPES, metavar="SCOPE",
+                            help=f"What the key may do, once per scope: {', '.join(ALL_SCOPES)} "
+                                 "(default: API_KEY_DEFAULT_SCOPES)")
 
-    def handle(self, *args, account, org, name, expires_in, **options):
+    def handle(self, *args, account, org, name, expires_in, scopes, **options):
         # An empty --org or --expires-in (say, an unset shell variable) is an
         # error, never a silent personal key or a key that never expires.
         owner = account_by_id(account)
@@ -38,8 +42,9 @@ class Command(BaseCommand):
             except ValueError as exc:
                 raise CommandError(f"--expires-in: {exc}")
         key, raw_key = api_key_create(
-            account=owner, organization=organization, name=name, expires_at=expires_at,
+            account=owner, organization=organization, name=name, expires_at=expires_at, scopes=scopes,
             actor=Actor.command("create_api_key"),
         )
-        self.stderr.write(f"Created key {key.prefix}… for {owner.email}; it is shown once and cannot be shown again:")
+        self.stderr.write(f"Created key {key.prefix}… for {owner.email} with scopes {scopes_display(key.scopes)}; "
+                          "it is shown once and cannot be shown again:")
         self.stdout.write(raw_key)
