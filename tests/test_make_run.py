@@ -181,7 +181,9 @@ def test_make_run_migrates_serves_runs_setups_and_stops_on_ctrl_c(started, var_d
     env = fresh_clone_environment(var_dir, DEBUG="1")
     account = manage(env, "create_account", "--name", "Alice Example",
                      "--email", "alice@example.com").stdout.strip()
-    key = manage(env, "create_api_key", "--account", account, "--name", "laptop").stdout.splitlines()[-1]
+    key = manage(env, "create_api_key", "--account", account, "--name", "laptop", "--scope", "sandboxes:read",
+                 "--scope", "sandboxes:setup", "--scope", "sandboxes:exec",
+                 "--scope", "sandboxes:delete").stdout.splitlines()[-1]
     example = subprocess.run(["bash", "-e", "-c", organization_example(port)], cwd=REPO,
                              env={**env, "ACCOUNT": account, "KEY": key}, capture_output=True, text=True, timeout=120)
     assert example.returncode == 0, run.report(f"the README's example failed: {example.stdout}{example.stderr}")
