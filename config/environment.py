@@ -125,7 +125,7 @@ def choices(name: str, default: str, allowed: tuple[str, ...]) -> list[str]:
     given = words(name, default)
     unknown = [word for word in given if word not in allowed]
     if unknown:
-        stop(f"{name}: {', '.join(unknown)} is not one of {', '.join(allowed)}")
+        stop(f"{name}: {', '.join(unknown)} is not one of {', '.join(allowed)} (in {text(name, default)!r})")
     return [word for word in allowed if word in given]
 
 

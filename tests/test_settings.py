@@ -166,6 +166,7 @@ def test_production_reads_the_secrets_and_hosts_it_is_given(base_env):
         ("SANDBOX_FILE_MAX_BYTES", "1MB"),
         ("SANDBOX_FILE_MAX_BYTES", "0"),
         ("THROTTLE_RENEW_RATE", "often"),
+        ("API_KEY_DEFAULT_SCOPES", "sandboxes:read sandboxes:everything"),
     ],
 )
 def test_a_value_that_cannot_be_used_stops_start_up_with_one_line_naming_it(base_env, name, value):
@@ -190,6 +191,15 @@ def test_backend_names_are_read_case_insensitively(base_env):
 
 
 # --- derived values -----------------------------------------------------------------------
+
+
+def test_new_keys_read_and_set_up_by_default_and_api_key_default_scopes_says_otherwise(base_env):
+    assert read_settings({**base_env, **PRODUCTION}, "API_KEY_DEFAULT_SCOPES") == {
+        "API_KEY_DEFAULT_SCOPES": ["sandboxes:read", "sandboxes:setup"]}
+    values = read_settings({**base_env, **PRODUCTION}, "API_KEY_DEFAULT_SCOPES",
+                           API_KEY_DEFAULT_SCOPES="audit:read, sandboxes:read audit:read")
+    assert values == {"API_KEY_DEFAULT_SCOPES": ["sandboxes:read", "audit:read"]}
+
 
 
 def test_snapshot_ttl_is_seven_days_by_default(base_env):
