@@ -42,7 +42,12 @@ from django.views.decorators.debug import sensitive_variables
 from accounts.audit import Actor
 from accounts.models import Account, ApiKey, AuditEvent
 from accounts.scopes import ALL_SCOPES, DESCRIPTIONS, scopes_display
-from accounts.services import accounts_deactivate, api_key_create, api_key_scopes_set, api_keys_revoke
+from accounts.services import (
+    accounts_deactivate,
+    api_key_create,
+    api_key_scopes_set,
+    api_keys_revoke,
+)
 from config.admin_audit import AuditedAdminMixin
 from config.admin_display import (
     AddFormMixin,

@@ -154,13 +154,18 @@ class AuditPage:
     next: str | None
 
 
+def events_after(events: QuerySet[AuditEvent], at: datetime, event_id: int) -> QuerySet[AuditEvent]:
+    """The events below the position (at, event_id) in the walk's order."""
+    # (created_at, id) < (at, event_id), written so that created_at <= at bounds the index scan.
+    return events.filter(created_at__lte=at).filter(Q(created_at__lt=at) | Q(id__lt=event_id))
+
+
 def audit_page(*, key: ApiKey, filters: dict, cursor: str | None, limit: int) -> AuditPage:
     """One page of the key's visible events; AuditAccessDenied, BadCursor."""
     position = cursor_position(cursor, filters) if cursor else None
     events = visible_events(key=key, filters=filters)
     if position is not None:
-        at, event_id = position
-        events = events.filter(Q(created_at__lt=at) | Q(created_at=at, id__lt=event_id))
+        events = events_after(events, *position)
     fields = ("id", "created_at", "action", "outcome", "actor", "account_ref", "run_id", "detail")
     found = list(events.only(*fields)[:limit + 1])
     page, more = found[:limit], len(found) > limit

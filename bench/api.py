@@ -31,6 +31,15 @@ delete at most 7 (6, and the lookup of webhook endpoints) plus the git host's
 calls, runs at most 3, the sandbox's state at most 3, a file read at most 3
 plus the backend's read, a renewal at most 4.
 
+GET /api/audit (a page of 50 of the key's own account's events, newest
+first) is measured next to ping too; its target is at least 0.5 of ping's
+throughput, and at most 3 queries a page. With --audit-events N (1,000,000
+for the check of issue 22) it first seeds N audit events over the accounts
+and an organization (one owner, 50 members), then prints PostgreSQL's plan
+and time of a page, the first and one further down by its cursor, for a
+personal key, the owner's key and a staff key: each must walk an index
+(audit_account_recent, audit_walk), not sort the table.
+
 Figures, not assertions: bench/README.md has the last ones measured.
 """
 
@@ -57,12 +66,14 @@ ENDPOINTS = {
     "file": ("GET", f"/api/sandboxes/file?path={READ_PATH}", ""),
     "delete": ("DELETE", "/api/sandboxes", "{}"),
     "runs": ("GET", "/api/tasks/runs", ""),
+    "audit": ("GET", "/api/audit", ""),
 }
 LABELS = {"ping": "GET /api/ping (bare)", "setup": "POST /api/sandboxes/setup", "delete": "DELETE /api/sandboxes",
-          "runs": "GET /api/tasks/runs", "sandbox": "GET /api/sandboxes", "file": "GET /api/sandboxes/file"}
-MEASURED = ("ping", "setup", "sandbox", "file", "delete", "runs", "ping (after)")
+          "runs": "GET /api/tasks/runs", "sandbox": "GET /api/sandboxes", "file": "GET /api/sandboxes/file",
+          "audit": "GET /api/audit"}
+MEASURED = ("ping", "setup", "sandbox", "file", "delete", "runs", "audit", "ping (after)")
 # delete: 6, and the webhook endpoints' lookup
-QUERY_TARGETS = {"setup": 5, "delete": 7, "runs": 3, "ping": 1, "sandbox": 3, "file": 3, "renew": 4}
+QUERY_TARGETS = {"setup": 5, "delete": 7, "runs": 3, "ping": 1, "sandbox": 3, "file": 3, "renew": 4, "audit": 3}
 # A sandbox of 50 entries: 10 folders of 4 files each.
 FILE_TREE = {f"module-{folder}/file-{number}.py": f"# module {folder}, file {number}\n".encode() * 20
              for folder in range(10) for number in range(4)}
@@ -85,6 +96,8 @@ def parse_arguments(argv=None):
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--keep-database", action="store_true")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    parser.add_argument("--audit-events", type=int, default=0,
+                        help="seed this many audit events first (1000000 for the query-plan check of GET /api/audit)")
     parser.add_argument("--only", default="", help="measure only these endpoints (comma separated, e.g. sandbox,file) "
                         f"between the two runs of ping; of {', '.join(name for name in ENDPOINTS if name != 'ping')}")
     return parser.parse_args(argv)
@@ -218,6 +231,91 @@ def seed_snapshots(accounts) -> None:
     Snapshot.objects.bulk_create(rows)
 
 
+# --- the audit trail ----------------------------------------------------------------
+
+
+def every_scope(accounts) -> None:
+    """The bench's keys may call every endpoint (a key made without scopes only reads and sets up)."""
+    from accounts.models import ApiKey
+    from accounts.scopes import ALL_SCOPES
+
+    ApiKey.objects.filter(account__in=accounts).update(scopes=list(ALL_SCOPES))
+
+
+OWNED_MEMBERS = 50
+
+
+def seed_audit_events(accounts, count: int) -> dict:
+    """`count` events over the accounts (and a tenth of no account), in PostgreSQL, in one statement; an
+    organization owned by the first account with OWNED_MEMBERS members, and a staff organization of the
+    second. Returns the plans of GET /api/audit's page queries (print_audit_plans)."""
+    import time as clock
+
+    from django.db import connection
+
+    from accounts.models import ApiKey, AuditEvent
+    from orgs.models import Membership, Organization
+
+    started = clock.perf_counter()
+    ids = [str(account.pk) for account in accounts[:-1]]  # the last account is the query count's
+    with connection.cursor() as cursor:
+        cursor.execute(f"""
+            INSERT INTO {AuditEvent._meta.db_table}
+                (created_at, action, outcome, actor, account_ref, account_id, run_id, request_id, detail)
+            SELECT now() - (n * interval '1 second'), (ARRAY['setup.requested', 'sandbox.deleted',
+                    'sandbox.renewed', 'run.completed'])[1 + n %% 4], 'success', 'API key sbx_bench0000… of bench',
+                   account, account, '', '', 'Seeded for bench/api.py'
+            FROM (SELECT n, CASE WHEN n %% 10 = 0 THEN NULL
+                                 ELSE (%s::uuid[])[1 + n %% %s] END AS account
+                  FROM generate_series(1, %s) AS n) AS seeded
+        """, [ids, len(ids), count])
+        cursor.execute(f"ANALYZE {AuditEvent._meta.db_table}")
+    print(f"seeded {count} audit events in {clock.perf_counter() - started:.0f} s", file=sys.stderr)
+    owned = Organization.objects.create(name="Bench owners", slug="bench-owners")
+    staff = Organization.objects.create(name="Bench staff", slug="bench-staff", is_staff=True)
+    Membership.objects.bulk_create(
+        [Membership(account=accounts[0], organization=owned, role=Membership.Role.OWNER)]
+        + [Membership(account=account, organization=owned) for account in accounts[2:2 + OWNED_MEMBERS]]
+        + [Membership(account=accounts[1], organization=staff)])
+    keys = {"personal key, own events": ApiKey.objects.get(account=accounts[2]),
+            f"owner's key, {OWNED_MEMBERS + 1} accounts": ApiKey.objects.get(account=accounts[0]),
+            "staff key, every event": ApiKey.objects.get(account=accounts[1])}
+    return {name: audit_plans(key) for name, key in keys.items()}
+
+
+def audit_plans(key) -> dict:
+    """EXPLAIN ANALYZE of the events query of a first page and of the page 100 pages down, by its cursor."""
+    from django.db import connection
+
+    from accounts.audit_trail import audit_page, cursor_position, events_after, visible_events
+
+    plans = {}
+    first = visible_events(key=key, filters={})
+    page, cursor = first[:51], None
+    for _ in range(100):
+        cursor = audit_page(key=key, filters={}, cursor=cursor, limit=50).next
+    later = events_after(first, *cursor_position(cursor, {}))[:51]
+    for name, queryset in (("first page", page), ("page 101", later)):
+        sql, params = queryset.query.sql_with_params()
+        with connection.cursor() as cursor_:
+            cursor_.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
+            plans[name] = [row[0] for row in cursor_.fetchall()]
+    return plans
+
+
+def print_audit_plans(plans: dict):
+    print()
+    print("GET /api/audit's page query in PostgreSQL (EXPLAIN ANALYZE): each must walk an index, not sort the table")
+    for who, pages in plans.items():
+        for page, lines in pages.items():
+            uses = sorted({name for name in ("audit_walk", "audit_account_recent") if any(name in line for line in lines)})
+            sorts = any("Sort" in line for line in lines)
+            timing = next((line for line in lines if line.startswith("Execution Time")), "")
+            print(f"  {who}, {page}: {', '.join(uses) or 'NO INDEX'}{', sorted' if sorts else ''}; {timing}")
+            for line in lines:
+                print(f"      {line}")
+
+
 # --- queries per request ----------------------------------------------------------
 
 
@@ -287,6 +385,9 @@ def queries_per_request(keys: list[str], accounts) -> dict:
     measure("renew", "patch", "/api/sandboxes", key, "{}")
     measure("delete", "delete", "/api/sandboxes", key, "{}")
     measure("delete (nothing left)", "delete", "/api/sandboxes", key, "{}")
+    measure("audit", "get", "/api/audit", key)
+    cursor = client.get("/api/audit?limit=2", headers={"x-api-key": key}).json()["next"]
+    measure("audit (a later page)", "get", f"/api/audit?limit=2&cursor={cursor}", key)
     assert not Snapshot.objects.filter(account=account).exists()
     assert SetupRun.objects.filter(account=account, status=SetupRun.Status.CANCELED).exists()
     return counts
@@ -317,6 +418,10 @@ def print_report(figures: dict, counts: dict, arguments, tool: str):
         setup_rps, setup_p99 = figures["setup"]["rps"] / ping["rps"], figures["setup"]["p99_ms"] / ping["p99_ms"]
         print(f"setup targets: throughput >= 0.5 x ping: {setup_rps:.2f} ({'met' if setup_rps >= 0.5 else 'MISSED'}); "
               f"p99 <= 3 x ping: {setup_p99:.2f} ({'met' if setup_p99 <= 3 else 'MISSED'})")
+    if "audit" in figures:
+        audit_rps = figures["audit"]["rps"] / ping["rps"]
+        print(f"GET /api/audit target: throughput >= 0.5 x ping: {audit_rps:.2f} "
+              f"({'met' if audit_rps >= 0.5 else 'MISSED'})")
     if "sandbox" in figures:
         state_rps = figures["sandbox"]["rps"] / ping["rps"]
         print(f"GET /api/sandboxes target (a 50-entry file tree): throughput >= 0.6 x ping: {state_rps:.2f} "
@@ -369,6 +474,8 @@ def main(argv=None):
         accounts, keys = [account for account, _ in seeded], [key for _, key in seeded]
         load_keys = keys[:-1]  # the last one is kept for the query count
         seed_snapshots(accounts[:-1])
+        every_scope(accounts)
+        plans = seed_audit_events(accounts, arguments.audit_events) if arguments.audit_events else None
         service.start_web(workers=arguments.workers, threads=arguments.threads)
         meter = CpuMeter(gunicorn_pid=service.processes["gunicorn"].pid)
         figures, cpu = {}, {}
@@ -390,6 +497,8 @@ def main(argv=None):
                 cpu[name] = cpu_per_request(before, meter.reading(), figures[name]["rps"] * arguments.duration)
         counts = queries_per_request(keys, accounts)
         print_report(figures, counts, arguments, tool)
+        if plans:
+            print_audit_plans(plans)
         print_cpu(cpu)
         if arguments.json:
             queries = {name: count["queries"] for name, count in counts.items()}

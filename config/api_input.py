@@ -97,7 +97,8 @@ class ApiView(APIView):
     required_scopes: dict[str, str] = {}
 
     def get_permissions(self):
-        from orgs.permissions import KeyHasScope  # orgs imports accounts' models, which need the apps loaded
+        # Imported here: orgs imports accounts' models, which need the apps loaded.
+        from orgs.permissions import KeyHasScope
 
         return [*super().get_permissions(), KeyHasScope()]
 

@@ -4,11 +4,11 @@ The audit trail's indexes follow GET /api/audit's walk over (created_at, id),
 newest first: per account, and over everything.
 """
 
-import accounts.models
 import django.utils.timezone
 from django.conf import settings
 from django.db import migrations, models
 
+import accounts.models
 
 # Written out, not imported: this migration must mean the same whatever accounts/scopes.py says later.
 EVERY_SCOPE_AT_THE_TIME = ["sandboxes:read", "sandboxes:setup", "sandboxes:exec", "sandboxes:delete", "audit:read"]

@@ -23,7 +23,12 @@ from django.core import signing
 from django.utils import timezone
 
 from accounts.audit import Actor, audit_record
-from accounts.audit_trail import ACCOUNT_DENIED_MESSAGE, CURSOR_SALT, ORGANIZATION_DENIED_MESSAGE, public_detail
+from accounts.audit_trail import (
+    ACCOUNT_DENIED_MESSAGE,
+    CURSOR_SALT,
+    ORGANIZATION_DENIED_MESSAGE,
+    public_detail,
+)
 from accounts.models import AuditEvent
 from accounts.scopes import AUDIT_READ, SANDBOXES_READ
 from accounts.services import api_key_create
