@@ -211,11 +211,12 @@ def command_run(*, account: Account, actor: Actor, command: str, args: list[str]
     except ProviderError as exc:
         raise SandboxUnreachable(f"The sandbox could not be reached: {exc}") from None
     now = timezone.now()
-    record = SandboxCommand.objects.create(
-        sandbox=sandbox, account=account, api_key=actor.api_key, command=command, args=args, cwd=cwd,
-        env_names=sorted(env), timeout_ms=timeout_ms, background=background, created_at=now,
-    )
-    LiveSandbox.objects.filter(pk=sandbox.pk).update(last_activity_at=now)
+    with transaction.atomic():  # one commit: each is a flush of the database's log
+        record = SandboxCommand.objects.create(
+            sandbox=sandbox, account=account, api_key=actor.api_key, command=command, args=args, cwd=cwd,
+            env_names=sorted(env), timeout_ms=timeout_ms, background=background, created_at=now,
+        )
+        LiveSandbox.objects.filter(pk=sandbox.pk).update(last_activity_at=now)
     spec = CommandSpec(command_id=record.pk, **spec_fields)
     try:
         if background:
@@ -230,8 +231,9 @@ def command_run(*, account: Account, actor: Actor, command: str, args: list[str]
     if background:
         transaction.on_commit(lambda: _watch(record.pk))
         return record
-    _record_output(record, output)
-    LiveSandbox.objects.filter(pk=sandbox.pk).update(last_activity_at=timezone.now())
+    with transaction.atomic():
+        _record_output(record, output)
+        LiveSandbox.objects.filter(pk=sandbox.pk).update(last_activity_at=timezone.now())
     return record
 
 

@@ -343,10 +343,19 @@ class DockerSandboxBackend(StoreBackedSnapshots):
         return self.api.exec_create(container, argv, user=self.settings.user, workdir=workdir,
                                     environment=dict(env or {}))["Id"]
 
+    def _exec_in_running(self, sandbox_id: str, argv: list[str], *, env: Mapping[str, str] | None = None) -> str:
+        """An exec in the sandbox's container; asked without looking first (the engine refuses one in a
+        container that is not running: only then is it inspected, for the reason)."""
+        try:
+            return self._exec(self._container_name(sandbox_id), argv, env=env)
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:
+                self._running_container(sandbox_id)
+            raise
+
     def _script(self, sandbox_id: str, script: str, *arguments: str) -> tuple[int, bytes, bytes]:
         """Run one of commands.py's programs; its exit status, stdout and stderr."""
-        container = self._running_container(sandbox_id)
-        exec_id = self._exec(container, ["sh", "-c", script, *arguments])
+        exec_id = self._exec_in_running(sandbox_id, ["sh", "-c", script, *arguments])
         stdout, stderr = self.api.exec_start(exec_id, demux=True) or (b"", b"")
         return self.api.exec_inspect(exec_id)["ExitCode"], stdout or b"", stderr or b""
 
@@ -366,8 +375,7 @@ class DockerSandboxBackend(StoreBackedSnapshots):
 
         deadline = threading.Timer(spec.timeout_seconds + commands.OUTSIDE_GRACE_SECONDS, kill_at_the_deadline)
         with self._translated(f"run a command in sandbox {sandbox_id}", sandbox_id):
-            container = self._running_container(sandbox_id)
-            exec_id = self._exec(container, self._command_argv(commands.FOREGROUND, spec), env=spec.env)
+            exec_id = self._exec_in_running(sandbox_id, self._command_argv(commands.FOREGROUND, spec), env=spec.env)
             started = time.monotonic()
             deadline.start()
             try:
@@ -388,8 +396,7 @@ class DockerSandboxBackend(StoreBackedSnapshots):
 
     def start_in_background(self, sandbox_id: str, spec: CommandSpec) -> None:
         with self._translated(f"start a command in sandbox {sandbox_id}", sandbox_id):
-            container = self._running_container(sandbox_id)
-            exec_id = self._exec(container, self._command_argv(commands.BACKGROUND, spec), env=spec.env)
+            exec_id = self._exec_in_running(sandbox_id, self._command_argv(commands.BACKGROUND, spec), env=spec.env)
             self.api.exec_start(exec_id, detach=True)
 
     def background_output(self, sandbox_id: str, command_id: str, *, output_cap: int) -> CommandOutput | None:

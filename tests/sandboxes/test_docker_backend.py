@@ -304,3 +304,14 @@ def test_a_full_disk_on_the_worker_fails_the_snapshot_in_words(backend, docker_s
         assert list(full.iterdir()) == []
     finally:
         subprocess.run(["umount", str(full)], check=False)
+
+
+def test_a_command_in_a_killed_container_is_said_in_words(backend, deployment, docker_engine):
+    from sandboxes.providers.base import CommandSpec
+
+    sandbox_id = backend.create()
+    container_of(docker_engine, deployment, sandbox_id).kill()
+
+    with pytest.raises(SandboxBackendError, match=f"The container of sandbox {sandbox_id} stopped unexpectedly: "
+                                                  "it was killed"):
+        backend.execute(sandbox_id, CommandSpec(command_id="cmd_1", argv=("true",)), output_cap=100)

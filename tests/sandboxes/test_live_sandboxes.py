@@ -169,13 +169,14 @@ def test_a_cwd_that_is_not_a_folder_of_the_workspace_is_a_400(api, people, start
 
 def test_a_command_past_its_timeout_is_killed_with_the_processes_it_started(api, people, started):
     started_at = time.monotonic()
-    body = shell(api, people.alice, "sleep 60 & sleep 60", timeout_ms=1000).json()
+    # A duration no other process on this host sleeps (the local backend's `ps` sees the host's).
+    body = shell(api, people.alice, "sleep 6017 & sleep 6017", timeout_ms=1000).json()
 
     assert time.monotonic() - started_at < 10
     assert (body["timedOut"], body["exitCode"], body["commandStatus"]) == (True, None, "timed_out")
     # Nothing of it is left: only the sandbox's own processes.
     left = shell(api, people.alice, "ps -o args 2>/dev/null || ps").json()["stdout"]
-    assert "sleep 60" not in left.replace("timeout -s TERM -k 2 1 sh -c sleep 60 & sleep 60", "")
+    assert "sleep 6017" not in left.replace("timeout -s TERM -k 2 1 sh -c sleep 6017 & sleep 6017", "")
 
 
 def test_output_past_the_cap_is_truncated_and_flagged(api, people, started, settings):
@@ -347,7 +348,7 @@ def test_reconcile_keeps_a_live_sandboxs_container_and_removes_it_once_its_row_i
 
 
 def test_a_stop_ends_the_background_commands_still_running(api, people, started):
-    command_id = shell(api, people.alice, "echo $$ > pid; exec sleep 60", background=True).json()["commandId"]
+    command_id = shell(api, people.alice, "echo $$ > pid; exec sleep 6029", background=True).json()["commandId"]
     deadline = time.monotonic() + 10
     while run(api, people.alice, "cat", "pid").json()["exitCode"] != 0:
         assert time.monotonic() < deadline
@@ -356,5 +357,5 @@ def test_a_stop_ends_the_background_commands_still_running(api, people, started)
     api.call("post", STOP, key=people.alice.key, body={"snapshot": False})
 
     assert SandboxCommand.objects.get(pk=command_id).status == SandboxCommand.Status.KILLED
-    leftover = subprocess.run(["pgrep", "-f", "^sleep 60$"], capture_output=True, text=True).stdout.split()
+    leftover = subprocess.run(["pgrep", "-f", "^sleep 6029$"], capture_output=True, text=True).stdout.split()
     assert leftover == [], leftover
