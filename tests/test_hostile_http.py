@@ -35,6 +35,7 @@ MAKE_PEOPLE = """
 import json
 from accounts.audit import Actor
 from accounts.services import account_create, api_key_create
+from accounts.scopes import ALL_SCOPES
 from orgs.services import membership_set, organization_create
 tests = Actor.command("tests")
 acme = organization_create(name="Acme", actor=tests)
@@ -42,7 +43,8 @@ people = {}
 for name, role in (("alice", "owner"), ("bob", "member")):
     account = account_create(name=name.title(), email=f"{name}@example.com")
     membership_set(organization=acme, account=account, role=role, actor=tests)
-    people[name] = {"id": str(account.pk), "key": api_key_create(actor=tests, account=account)[1]}
+    people[name] = {"id": str(account.pk),
+                    "key": api_key_create(actor=tests, account=account, scopes=ALL_SCOPES)[1]}
 print(json.dumps(people))
 """
 
