@@ -284,18 +284,21 @@ def seed_audit_events(accounts, count: int) -> dict:
 
 
 def audit_plans(key) -> dict:
-    """EXPLAIN ANALYZE of the events query of a first page and of the page 100 pages down, by its cursor."""
+    """EXPLAIN ANALYZE of the events query of a first page and of page 101 (or the last), by its cursor."""
     from django.db import connection
 
     from accounts.audit_trail import audit_page, cursor_position, events_after, visible_events
 
     plans = {}
     first = visible_events(key=key, filters={})
-    page, cursor = first[:51], None
-    for _ in range(100):
-        cursor = audit_page(key=key, filters={}, cursor=cursor, limit=50).next
-    later = events_after(first, *cursor_position(cursor, {}))[:51]
-    for name, queryset in (("first page", page), ("page 101", later)):
+    page, cursor, pages = first[:51], None, 1
+    while pages <= 100:  # down to page 101, or the last page of a key with fewer events
+        following = audit_page(key=key, filters={}, cursor=cursor, limit=50).next
+        if following is None:
+            break
+        cursor, pages = following, pages + 1
+    later = events_after(first, *cursor_position(cursor, {}))[:51] if cursor else page
+    for name, queryset in (("first page", page), (f"page {pages}", later)):
         sql, params = queryset.query.sql_with_params()
         with connection.cursor() as cursor_:
             cursor_.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
