@@ -523,8 +523,16 @@ def live_sandboxes_sweep(*, actor: Actor) -> str:
                error=f"Its {'start' if sandbox.status == LiveSandbox.Status.PENDING else 'stop'} never finished "
                      "(the process doing it stopped)")
     overdue = SandboxCommand.objects.select_related("sandbox").filter(
-        status=SandboxCommand.Status.RUNNING, background=True, created_at__lt=now - timedelta(minutes=1))
-    finished = sum(_finish_background(record, deadline_passed=record.created_at + timedelta(
-        milliseconds=record.timeout_ms) < now) for record in overdue)
+        status=SandboxCommand.Status.RUNNING, created_at__lt=now - timedelta(minutes=1))
+    finished = 0
+    for record in overdue:
+        past_deadline = record.created_at + timedelta(milliseconds=record.timeout_ms) < now
+        if record.background:
+            finished += _finish_background(record, deadline_passed=past_deadline)
+        elif past_deadline:
+            # A foreground command whose server stopped before it answered: nothing will record its end.
+            finished += SandboxCommand.objects.filter(pk=record.pk, status=SandboxCommand.Status.RUNNING).update(
+                status=SandboxCommand.Status.FAILED, finished_at=now,
+                error="The server running it stopped before it ended")
     return (f"Stopped {stopped} idle sandbox(es) ({failed} could not be stopped); ended {len(lost)} lost; "
-            f"finished {finished} background command(s)")
+            f"finished {finished} command(s) left running")

@@ -34,6 +34,7 @@ from sandboxes.providers.base import (
     git_failure_summary,
 )
 from sandboxes.providers.process import run_command
+from sandboxes.providers.workspace_archive import extractable
 
 logger = logging.getLogger(__name__)
 
@@ -98,10 +99,13 @@ class Checkout:
         def kept(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
             if set(Path(member.name).parts) & UNLISTED_FOLDERS:
                 return None
-            return tarfile.data_filter(member, path)  # no absolute paths, no links out of the folder
+            return extractable(member, path)  # no absolute paths, no links out of the folder
 
-        with tarfile.open(archive, "r:gz") as tar:
-            tar.extractall(self.folder, filter=kept)
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                tar.extractall(self.folder, filter=kept)
+        except (OSError, tarfile.TarError) as exc:
+            raise GitHostError("The snapshot could not be laid out for the repository", detail=str(exc)) from None
 
     def commit_and_push(self, message: str) -> str:
         """Commit everything (nothing changed: no commit) and push; the commit now at the branch's head."""

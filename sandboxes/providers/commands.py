@@ -40,7 +40,9 @@ BACKGROUND = (
 # (killed before it could say).
 READ_BACKGROUND = (
     'd="$1/$0"; if [ -f "$d.exit" ]; then echo "finished $(cat "$d.exit")"; '
-    'elif [ ! -f "$d.pid" ] || kill -0 "$(cat "$d.pid")" 2>/dev/null; then echo running; exit 0; '
+    'elif [ ! -s "$d.pid" ] || kill -0 "$(cat "$d.pid")" 2>/dev/null; then echo running; exit 0; '
+    # It may have ended between the two looks: its exit status is there now.
+    'elif [ -f "$d.exit" ]; then echo "finished $(cat "$d.exit")"; '
     'else echo gone; fi; head -c "$2" "$d.out" 2>/dev/null; head -c "$2" "$d.err" >&2 2>/dev/null; true'
 )
 # $0: command id; $1: commands folder. Kills the process groups the command leads, then the processes.

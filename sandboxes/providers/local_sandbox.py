@@ -43,7 +43,7 @@ from sandboxes.providers.snapshot_store import (
     checked_snapshot_id,
     sha256_of,
 )
-from sandboxes.providers.workspace_archive import StoreBackedSnapshots, listing_of
+from sandboxes.providers.workspace_archive import StoreBackedSnapshots, extractable, listing_of
 
 
 def _checked_id(value: str, prefix: str) -> str:
@@ -147,7 +147,7 @@ class LocalSandboxBackend(StoreBackedSnapshots):
         try:
             self.store.get(snapshot_id, scratch)
             with tarfile.open(scratch, "r:gz") as tar:
-                tar.extractall(self._workspace(sandbox_id), filter="data")
+                tar.extractall(self._workspace(sandbox_id), filter=extractable)
         except SandboxBackendError:
             self.stop(sandbox_id)
             raise

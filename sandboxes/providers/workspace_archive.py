@@ -115,6 +115,17 @@ def snapshot_members_of(stream: IO[bytes], *, top: str) -> Iterator[tuple[tarfil
             yield member, tar.extractfile(member) if member.isreg() else None
 
 
+def extractable(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo | None:
+    """A tarfile extraction filter for a workspace's archive: what `tarfile.data_filter` lets through, and
+    nothing else, without failing the whole archive (a link to an absolute path, say, is left out)."""
+    if not _kept(member):
+        return None
+    try:
+        return tarfile.data_filter(member, destination)
+    except tarfile.FilterError:
+        return None
+
+
 def owned_by(uid: int, gid: int) -> Callable[[tarfile.TarInfo], tarfile.TarInfo | None]:
     """A tarfile filter: the member owned by uid:gid, or None for what never enters a sandbox (devices, FIFOs)."""
 

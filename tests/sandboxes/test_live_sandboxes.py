@@ -359,3 +359,15 @@ def test_a_stop_ends_the_background_commands_still_running(api, people, started)
     assert SandboxCommand.objects.get(pk=command_id).status == SandboxCommand.Status.KILLED
     leftover = subprocess.run(["pgrep", "-f", "^sleep 6029$"], capture_output=True, text=True).stdout.split()
     assert leftover == [], leftover
+
+
+def test_the_sweep_ends_a_foreground_command_whose_server_stopped_before_it_answered(api, people, started):
+    record = SandboxCommand.objects.create(
+        sandbox_id=started, account=people.alice.account, command="sleep", args=["600"], timeout_ms=1000,
+        created_at=timezone.now() - timedelta(minutes=5))
+
+    live.live_sandboxes_sweep(actor=live.Actor.command("tests"))
+
+    record.refresh_from_db()
+    assert (record.status, record.error) == (SandboxCommand.Status.FAILED,
+                                             "The server running it stopped before it ended")
