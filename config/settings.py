@@ -218,13 +218,6 @@ else:
 # Redis needs no poll: the worker waits in BLPOP, which answers as soon as a
 # task is pushed. https://django-q2.readthedocs.io/en/master/configure.html#poll
 Q_CLUSTER["poll"] = 0.02
-# How often the ORM broker asks the database for new tasks while its queue is
-# empty: django-q2's default of 0.2 s made a setup wait 100 ms for a worker on
-# average, most of its time in the queue (bench/latency.py). Each ask is one
-# short read; an idle cluster spends a few per cent of a core on 50 a second.
-# Redis needs no poll: the worker waits in BLPOP, which answers as soon as a
-# task is pushed. https://django-q2.readthedocs.io/en/master/configure.html#poll
-Q_CLUSTER["poll"] = 0.02
 
 # --- Cache (the API's rate limits) ------------------------------------------------
 # Shared by every web process: Redis when there is one, else a table in the
