@@ -7,8 +7,15 @@ starts gunicorn and qcluster as separate processes on 127.0.0.1, with the
 production settings (DEBUG off) less HTTPS, Redis as broker and cache, and
 a queue name of its own. `close()` stops the processes, removes the queue's
 Redis keys and drops the database (unless asked to keep it).
+
+Without a database URL and a Redis URL it runs on the embedded defaults, as
+`make run` does: SQLite in the service's temporary VAR_DIR, django-q2's ORM
+broker on it, and the database cache. `django()` runs a piece of code with
+Django set up on the service's settings in a child process, for a benchmark
+that runs several services (Django is set up once per process).
 """
 
+import json
 import os
 import shutil
 import signal
@@ -47,7 +54,8 @@ def free_port() -> int:
 
 
 class BenchService:
-    def __init__(self, *, database_url: str, redis_url: str, keep_database: bool = False, **variables: str):
+    def __init__(self, *, database_url: str | None, redis_url: str | None, keep_database: bool = False,
+                 **variables: str):
         self.database_url = database_url
         self.redis_url = redis_url
         self.keep_database = keep_database
@@ -65,8 +73,8 @@ class BenchService:
             "ALLOWED_HOSTS": "127.0.0.1 localhost testserver",
             "SECURE_SSL_REDIRECT": "0",
             "SECURE_COOKIES": "0",
-            "DATABASE_URL": database_url,
-            "REDIS_URL": redis_url,
+            **({"DATABASE_URL": database_url} if database_url else {}),
+            **({"REDIS_URL": redis_url} if redis_url else {}),
             "QUEUE_NAME": self.queue_name,
             "VAR_DIR": str(self.folder / "var"),
             "SANDBOX_ROOT": str(self.folder / "sandboxes"),
@@ -79,10 +87,11 @@ class BenchService:
     # --- the database ---------------------------------------------------------
     @property
     def database_name(self) -> str:
-        return database_name(self.database_url)
+        return database_name(self.database_url) if self.database_url else "SQLite in the service's VAR_DIR"
 
     def create_database(self):
-        recreate_database(self.database_url)
+        if self.database_url:
+            recreate_database(self.database_url)
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=self.env,
                        check=True)
 
@@ -92,6 +101,15 @@ class BenchService:
         import django
 
         django.setup()
+
+    def django(self, code: str, *arguments: str):
+        """Run `code` with Django set up on the service's settings, in a child process; what it prints last,
+        as JSON. The code finds its arguments in sys.argv[1:]."""
+        done = subprocess.run([sys.executable, "-c", "import django\ndjango.setup()\n" + code, *arguments],
+                              cwd=ROOT / "bench", env=self.env, capture_output=True, text=True, check=False)
+        if done.returncode:
+            raise SystemExit(f"a step in Django's process failed:\n{done.stderr[-2000:]}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
 
     # --- processes --------------------------------------------------------------
     def start(self, name: str, command: list[str]):
@@ -131,14 +149,15 @@ class BenchService:
                 os.killpg(popen.pid, signal.SIGKILL)
                 popen.wait()
         try:
-            import redis
+            if self.redis_url:
+                import redis
 
-            client = redis.Redis.from_url(self.redis_url)
-            keys = [*client.scan_iter(match=f"django_q:{self.queue_name}:*"),
-                    *client.scan_iter(match=f"{self.queue_name}:*")]
-            if keys:
-                client.delete(*keys)
-            client.close()
+                client = redis.Redis.from_url(self.redis_url)
+                keys = [*client.scan_iter(match=f"django_q:{self.queue_name}:*"),
+                        *client.scan_iter(match=f"{self.queue_name}:*")]
+                if keys:
+                    client.delete(*keys)
+                client.close()
         except Exception as problem:  # the figures are printed already; say what is left
             print(f"(could not remove the queue's Redis keys: {problem})", file=sys.stderr)
         try:
@@ -147,7 +166,7 @@ class BenchService:
             connections.close_all()
         except Exception:
             pass
-        if not self.keep_database:
+        if self.database_url and not self.keep_database:
             drop_database(self.database_url)
         shutil.rmtree(self.folder, ignore_errors=True)
 
