@@ -16,11 +16,11 @@ from functools import cache, partial
 from django.conf import settings
 from django.db import connections, router, transaction
 from django.utils import timezone
-from django_q.brokers import get_broker
 from django_q.tasks import async_task
 
 from accounts.audit import WORKER, Actor, audit_event, audit_record, audit_record_many
 from accounts.models import Account, AuditEvent
+from config.queue import broker_options
 from sandboxes import live
 from sandboxes.models import ACTIVE_RUN, ACTIVE_RUN_SQL, LiveSandbox, SetupRun, Snapshot
 from sandboxes.pipeline import undo_run_resources
@@ -69,17 +69,8 @@ def refuse_inactive(account: Account) -> None:
 # --- setup ------------------------------------------------------------------------
 
 
-@cache
-def _redis_broker():
-    """One Redis broker per process: django-q2's get_broker() opens a new connection to Redis on every call.
-
-    (The ORM broker is left to django-q2: it holds a database connection, which belongs to one thread.)
-    """
-    return get_broker()
-
-
 def _enqueue(run_id: str) -> None:
-    broker = {"broker": _redis_broker()} if settings.REDIS_URL else {}
+    broker = broker_options()
     try:
         task_id = async_task("sandboxes.tasks.run_setup", run_id, task_name=f"setup-sandbox {run_id}", **broker)
     except Exception:  # the broker is down: the run must not wait for ever (the log has the broker's error)

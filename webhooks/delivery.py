@@ -29,6 +29,7 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from accounts.audit import Actor
+from config.queue import broker_options
 from webhooks import signing, transport
 from webhooks.models import DeliveryAttempt, Endpoint, Event
 from webhooks.services import endpoint_disable
@@ -45,9 +46,7 @@ WEBHOOKS = Actor.command("webhook delivery")
 
 def delivery_enqueue(event_ids: list[str]) -> None:
     """Queue one delivery task per event; an event whose task cannot be queued is left to the sweep."""
-    from sandboxes.services import _redis_broker
-
-    broker = {"broker": _redis_broker()} if settings.REDIS_URL else {}
+    broker = broker_options()
     for event_id in event_ids:
         try:
             async_task("webhooks.tasks.deliver_event", event_id, task_name=f"webhook {event_id}", **broker)

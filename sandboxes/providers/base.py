@@ -11,12 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from django.utils.text import slugify
-
-if TYPE_CHECKING:
-    from sandboxes.providers.snapshot_store import StoredSnapshot
 
 REPOSITORY_SLUG_LENGTH = 50
 # Retries of calls to a remote git host, API and git alike: the n-th retry
@@ -77,6 +74,19 @@ def describe_mark(*, owned: bool, deployment: str) -> str:
     if deployment:
         return f"carries the mark of deployment {deployment!r}, not this one's"
     return "carries no deployment's mark"
+
+
+@dataclass(frozen=True)
+class StoredSnapshot:
+    """One archive the store holds, as its listing shows it."""
+
+    snapshot_id: str  # for an object that is not a snapshot of any deployment: its key under the prefix
+    deployment: str = ""  # the deployment its mark names; "" when it carries none
+    owned: bool = False  # it carries this deployment's mark: the only kind ever deleted
+
+    @property
+    def mark_description(self) -> str:
+        return describe_mark(owned=self.owned, deployment=self.deployment)
 
 
 @dataclass(frozen=True)
@@ -345,7 +355,7 @@ class SandboxBackend(Protocol):
     def list_snapshots(self) -> list[str]:
         """The ids of every snapshot of this deployment the backend holds."""
 
-    def stored_snapshots(self) -> list["StoredSnapshot"]:
+    def stored_snapshots(self) -> list[StoredSnapshot]:
         """Everything its snapshot store holds, with whose mark each carries (reconcile compares them with the rows)."""
 
     def delete_snapshot(self, snapshot_id: str) -> bool:

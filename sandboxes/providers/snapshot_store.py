@@ -38,7 +38,7 @@ from sandboxes.providers.base import (
     SandboxBackendError,
     SnapshotFileNotFound,
     SnapshotFileTooLarge,
-    describe_mark,
+    StoredSnapshot,
     os_reason,
 )
 
@@ -57,19 +57,6 @@ class SnapshotNotFound(SnapshotStoreError):
 
 class SnapshotDamaged(SnapshotStoreError):
     """The archive read back does not match the checksum it was written with."""
-
-
-@dataclass(frozen=True)
-class StoredSnapshot:
-    """One archive the store holds, as its listing shows it."""
-
-    snapshot_id: str  # for an object that is not a snapshot of any deployment: its key under the prefix
-    deployment: str = ""  # the deployment its mark names; "" when it carries none
-    owned: bool = False  # it carries this deployment's mark: the only kind ever deleted
-
-    @property
-    def mark_description(self) -> str:
-        return describe_mark(owned=self.owned, deployment=self.deployment)
 
 
 def checked_snapshot_id(snapshot_id: str) -> str:
