@@ -300,10 +300,11 @@ def sandboxes_delete(
     # Cancel first: a queued run must not set the sandbox up again behind us,
     # and an executing one then stops before it saves a snapshot.
     canceled_at = timezone.now()
-    snapshots, maybe_live = _cancel_runs_and_read(account_ids, canceled_at=canceled_at)
+    found = _cancel_runs_and_read(account_ids, canceled_at=canceled_at)
+    snapshots = found.snapshots
     deletions = [SandboxDeletion(account_id=account_id) for account_id in account_ids]
     # A running sandbox goes first, without a snapshot: it would write one back.
-    not_removed = live.live_sandboxes_remove(account_ids=maybe_live, actor=actor) if maybe_live else {}
+    not_removed = live.live_sandboxes_remove(account_ids=found.maybe_live, actor=actor) if found.maybe_live else {}
     for deletion in deletions:
         deletion.error = not_removed.get(deletion.account_id, "")
     listed = repositories
@@ -333,28 +334,41 @@ def sandboxes_delete(
             for item in work:
                 _delete_outside(*item, providers=providers)
 
-    _record_deletions(deletions, snapshots, actor, canceled_at=canceled_at, expired=expired)
+    _record_deletions(deletions, snapshots, actor, canceled_at=canceled_at, runs_canceled=found.runs_canceled,
+                      expired=expired)
     return deletions
 
 
-def _cancel_runs_and_read(account_ids: list, *, canceled_at) -> tuple[dict, list]:
-    """Cancel the accounts' queued and executing runs; their snapshots by account id, and which of them may
-    have a live sandbox.
+@dataclass(frozen=True)
+class _Found:
+    """What a delete's first statement found: the accounts' Snapshot rows by account id, the accounts whose
+    queued or executing run it canceled, and those that may have a live sandbox (elsewhere than on
+    PostgreSQL, every account: every one if any run was canceled)."""
+
+    snapshots: dict
+    runs_canceled: list
+    maybe_live: list
+
+
+def _cancel_runs_and_read(account_ids: list, *, canceled_at) -> _Found:
+    """Cancel the accounts' queued and executing runs, and read their snapshots.
 
     On PostgreSQL one statement does it all (the UPDATE in a WITH, which runs
-    whether or not the SELECT reads it) and says exactly which accounts have a
-    live sandbox, so that a delete of an account without one asks nothing more.
-    It is written once per database from the models' columns: every delete
-    starts with it, and Django compiling its parts cost more CPU than the
-    database running them (bench/README.md, "DELETE /api/sandboxes").
-    Elsewhere, two statements, and any account may have a live sandbox.
+    whether or not the SELECT reads it) and says exactly which accounts had a
+    run canceled and which have a live sandbox, so that a delete of an account
+    with neither asks nothing more about them (no run.canceled to record, no
+    live sandbox to remove). It is written once per database from the models'
+    columns: every delete starts with it, and Django compiling its parts cost
+    more CPU than the database running them (bench/README.md, "DELETE
+    /api/sandboxes"). Elsewhere, two statements.
     https://www.postgresql.org/docs/current/queries-with.html#QUERIES-WITH-MODIFYING
     """
     canceled = {"status": SetupRun.Status.CANCELED, "finished_at": canceled_at, "error": DELETE_CANCELED_ERROR}
     connection = connections[router.db_for_write(Snapshot)]
     if connection.vendor != "postgresql":
-        SetupRun.objects.filter(ACTIVE_RUN, account_id__in=account_ids).update(**canceled)
-        return Snapshot.objects.in_bulk(account_ids), account_ids
+        runs = SetupRun.objects.filter(ACTIVE_RUN, account_id__in=account_ids).update(**canceled)
+        return _Found(snapshots=Snapshot.objects.in_bulk(account_ids), runs_canceled=account_ids if runs else [],
+                      maybe_live=account_ids)
     run_fields = {name: SetupRun._meta.get_field(name) for name in canceled}
     ids = [Snapshot._meta.pk.get_db_prep_value(account_id, connection) for account_id in account_ids]
     with connection.cursor() as cursor:
@@ -362,8 +376,10 @@ def _cancel_runs_and_read(account_ids: list, *, canceled_at) -> tuple[dict, list
             *(run_fields[name].get_db_prep_save(value, connection) for name, value in canceled.items()), ids, ids,
         ])
         rows = cursor.fetchall()
-    snapshots = [model_from_row(Snapshot, row[2:], connection) for row in rows if row[2] is not None]
-    return {snapshot.pk: snapshot for snapshot in snapshots}, [account_id for account_id, live, *_ in rows if live]
+    snapshots = [model_from_row(Snapshot, row[3:], connection) for row in rows if row[3] is not None]
+    return _Found(snapshots={snapshot.pk: snapshot for snapshot in snapshots},
+                  runs_canceled=[account_id for account_id, _live, run_canceled, *_ in rows if run_canceled],
+                  maybe_live=[account_id for account_id, live, *_ in rows if live])
 
 
 @cache
@@ -377,19 +393,21 @@ def _cancel_runs_and_read_sql(alias: str) -> str:
     live_statuses = ", ".join(f"'{status}'" for status in LiveSandbox.LIVE_STATUSES)
     account = quote("account_id")
     # The ids as one array: one statement whatever their number, which PostgreSQL prepares once. A row for
-    # each account: whether it has a live sandbox (at most one: a conditional unique constraint), its snapshot.
+    # each account: whether it has a live sandbox (at most one: a conditional unique constraint), whether a
+    # run of it was canceled (at most one was active: another), its snapshot.
     return (
         f"WITH canceled AS (UPDATE {runs} "
         f"SET {run_column['status']} = %s, {run_column['finished_at']} = %s, {run_column['error']} = %s "
-        f"WHERE {ACTIVE_RUN_SQL} AND {run_column['account']} = ANY(%s)) "
+        f"WHERE {ACTIVE_RUN_SQL} AND {run_column['account']} = ANY(%s) RETURNING {run_column['account']}) "
         f"SELECT a.id, EXISTS (SELECT 1 FROM {live_sandboxes} l WHERE l.{account} = a.id "
-        f"AND l.{quote('status')} IN ({live_statuses})), {snapshot_columns} "
+        f"AND l.{quote('status')} IN ({live_statuses})), "
+        f"EXISTS (SELECT 1 FROM canceled c WHERE c.{account} = a.id), {snapshot_columns} "
         f"FROM unnest(%s) AS a(id) LEFT JOIN {snapshots} s ON s.{account} = a.id"
     )
 
 
 def _record_deletions(deletions: list[SandboxDeletion], snapshots: dict, actor: Actor, *, canceled_at,
-                      expired: bool) -> None:
+                      runs_canceled: list, expired: bool) -> None:
     done = [d for d in deletions if d.ok and d.account_id in snapshots]
     action = Action.SANDBOX_REVOKED if actor.is_staff_user else Action.SANDBOX_DELETED
     # With no row to remove, the audit INSERT is the only write: no transaction needed.
@@ -422,7 +440,7 @@ def _record_deletions(deletions: list[SandboxDeletion], snapshots: dict, actor: 
         )
         webhook_sandboxes_deleted(
             snapshots=[d.snapshot for d in done if d.snapshot is not None], actor=actor, expired=expired,
-            runs_canceled_at=canceled_at, account_ids=[d.account_id for d in deletions],
+            runs_canceled_at=canceled_at, account_ids=runs_canceled,
         )
 
 

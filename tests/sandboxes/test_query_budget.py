@@ -73,6 +73,16 @@ def test_a_delete_with_nothing_left_stays_within_budget(caller, api, django_asse
     assert response.json()["deleted_snapshot"] is None
 
 
+def test_a_delete_that_finds_nothing_asks_about_no_webhook_or_live_sandbox(caller, api, django_assert_num_queries):
+    # The key, the statement that cancels runs and reads the snapshot (and says there was no run to cancel
+    # and no live sandbox), the audit event: with no event to record, no endpoint is looked up.
+    with django_assert_num_queries(3):
+        response = api.delete(caller.key)
+
+    assert response.json()["deleted_snapshot"] is None
+    assert AuditEvent.objects.filter(account_ref=caller.account.pk, action=AuditEvent.Action.NOTHING_TO_DELETE).exists()
+
+
 def test_reading_runs_stays_within_budget(caller, api, django_assert_max_num_queries):
     run_id = api.setup(caller.key).json()["runId"]
 
