@@ -11,9 +11,12 @@ class SandboxesConfig(AppConfig):
     def ready(self):
         from django_q.signals import pre_execute
 
+        from config import events
+        from sandboxes.events import snapshots_expiring_record
         from sandboxes.tasks import pass_task_id
 
         pre_execute.connect(pass_task_id, dispatch_uid="sandboxes.pass_task_id")
+        events.register_producer("snapshot.expiring", snapshots_expiring_record)
         warn_if_the_sandbox_engine_is_unreachable(argv=sys.argv)
 
 

@@ -32,6 +32,7 @@ from django_q.tasks import async_task
 
 from accounts.audit import Actor, audit_record
 from accounts.models import Account, AuditEvent
+from sandboxes import events
 from sandboxes.models import LIVE_SANDBOX, LiveSandbox, SandboxCommand, Snapshot
 from sandboxes.providers import get_git_host, get_sandbox_backend, get_snapshot_store
 from sandboxes.providers.base import (
@@ -44,7 +45,6 @@ from sandboxes.providers.base import (
     repository_name_for,
 )
 from sandboxes.repository_checkout import Checkout, checkout_folder
-from webhooks.services import webhook_live_event
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +112,8 @@ def _starter_files() -> dict[str, bytes]:
 
 
 def _event(sandbox: LiveSandbox, event_type: str, **data) -> None:
-    webhook_live_event(event_type=event_type, account_id=sandbox.account_id,
-                       data={"sandbox": sandbox_representation(sandbox), **data})
+    events.live_event(event_type=event_type, account_id=sandbox.account_id,
+                      data={"sandbox": sandbox_representation(sandbox), **data})
 
 
 def sandbox_representation(sandbox: LiveSandbox, *, now=None) -> dict:
@@ -296,8 +296,8 @@ def _finish_background(record: SandboxCommand, *, deadline_passed: bool = False)
 
 
 def _command_completed(record: SandboxCommand) -> None:
-    webhook_live_event(event_type="command.completed", account_id=record.account_id,
-                       data={"command": command_representation(record)})
+    events.live_event(event_type="command.completed", account_id=record.account_id,
+                      data={"command": command_representation(record)})
 
 
 def command_representation(record: SandboxCommand) -> dict:

@@ -44,6 +44,7 @@ from django.utils import timezone
 from accounts.audit import WORKER, audit_record
 from accounts.models import AuditEvent
 from config import logs
+from sandboxes import events
 from sandboxes.models import SetupRun, Snapshot
 from sandboxes.providers import get_git_host, get_sandbox_backend
 from sandboxes.providers.base import (
@@ -58,7 +59,6 @@ from sandboxes.providers.base import (
     repository_name_from_url,
 )
 from sandboxes.repository_checkout import Checkout, checkout_folder
-from webhooks.services import webhook_run_ended
 
 logger = logging.getLogger(__name__)
 
@@ -467,7 +467,7 @@ def _finish(run: SetupRun, *, error: str, canceled: bool, output: dict | None) -
                 run_id=run.pk,
                 detail=error or f"Snapshot {output['snapshot_id']}",
             )
-            webhook_run_ended(run_id=run.pk, account_id=run.account_id)
+            events.run_ended(run_id=run.pk, account_id=run.account_id)
     if not finished:
         logger.info("Setup run %s for account %s was canceled while it finished", run.pk, run.account_id)
         return RunOutcome(SetupRun.Status.CANCELED)

@@ -21,7 +21,7 @@ from django_q.tasks import async_task
 from accounts.audit import WORKER, Actor, audit_event, audit_record, audit_record_many
 from accounts.models import Account, AuditEvent
 from config.queue import broker_options
-from sandboxes import live
+from sandboxes import events, live
 from sandboxes.models import ACTIVE_RUN, ACTIVE_RUN_SQL, LiveSandbox, SetupRun, Snapshot
 from sandboxes.pipeline import undo_run_resources
 from sandboxes.providers import get_git_host, get_sandbox_backend
@@ -32,7 +32,6 @@ from sandboxes.providers.base import (
     repositories_grouped_by_account,
 )
 from sandboxes.selectors import model_from_row, sandbox_repositories
-from webhooks.services import webhook_runs_ended, webhook_sandboxes_deleted
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +138,7 @@ def _fail_stale_run(run: SetupRun, *, backend, git_host) -> bool:
                 run_id=run.pk,
                 detail=error,
             )
-            webhook_runs_ended(runs=[SetupRun.objects.get(pk=run.pk)])
+            events.runs_ended(runs=[SetupRun.objects.get(pk=run.pk)])
     return bool(failed)
 
 
@@ -213,7 +212,7 @@ def setup_runs_cancel_queued(*, runs, actor: Actor) -> list[SetupRun]:
         )
         for run in queued:
             run.status, run.finished_at, run.error = SetupRun.Status.CANCELED, now, CANCELED_BY_STAFF_ERROR
-        webhook_runs_ended(runs=queued)
+        events.runs_ended(runs=queued)
     return queued
 
 
@@ -438,7 +437,7 @@ def _record_deletions(deletions: list[SandboxDeletion], snapshots: dict, actor: 
             )
             for deletion in deletions
         )
-        webhook_sandboxes_deleted(
+        events.sandboxes_deleted(
             snapshots=[d.snapshot for d in done if d.snapshot is not None], actor=actor, expired=expired,
             runs_canceled_at=canceled_at, account_ids=runs_canceled,
         )
