@@ -105,7 +105,9 @@ class BenchService:
     def django(self, code: str, *arguments: str):
         """Run `code` with Django set up on the service's settings, in a child process; what it prints last,
         as JSON. The code finds its arguments in sys.argv[1:]."""
-        done = subprocess.run([sys.executable, "-c", "import django\ndjango.setup()\n" + code, *arguments],
+        # This checkout's code, not whichever the environment would import first.
+        setup = f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nimport django\ndjango.setup()\n"
+        done = subprocess.run([sys.executable, "-c", setup + code, *arguments],
                               cwd=ROOT / "bench", env=self.env, capture_output=True, text=True, check=False)
         if done.returncode:
             raise SystemExit(f"a step in Django's process failed:\n{done.stderr[-2000:]}")
