@@ -1,4 +1,4 @@
-"""The audit trail of who may do what: organizations, memberships, accounts' active flag, admin users' flags.
+"""The audit trail of who may do what: accounts' active flag, admin users' flags, organizations, memberships.
 
 A change to one of these decides who may act on which account (orgs/access.py)
 or who may use the admin, so it is recorded as sandbox actions are: an
@@ -7,9 +7,12 @@ written in the transaction of the change.
 
 Two kinds of callers:
 - the services (orgs/services.py), used by the management commands;
-- the admin's save and delete hooks (config/admin_audit.py), where Django's
+- the admin's save and delete hooks (accounts/admin_audit.py), where Django's
   forms save the rows themselves: `access_state` reads the row as stored
   before the form saves it, and `access_change_record` compares.
+
+Organizations and memberships are orgs' models: orgs adds them to TRACKED
+with `track` from its AppConfig.ready() (orgs/access_changes.py).
 
 Only the fields listed in TRACKED are compared; the rows deleted with an
 organization or an account (their memberships) are recorded one by one, so
@@ -17,14 +20,13 @@ each account's trail shows the memberships it lost.
 """
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.contrib.auth.models import User
 from django.db import models
 
 from accounts.audit import Actor, audit_event, audit_record_many
 from accounts.models import Account, AuditEvent
-from orgs.models import Membership, Organization
 
 Action = AuditEvent.Action
 NOT_SET = "—"
@@ -46,29 +48,11 @@ class Tracked:
 
 
 TRACKED: dict[type[models.Model], Tracked] = {
-    Organization: Tracked(
-        fields={"name": "name", "slug": "slug", "is_staff": "staff organization"},
-        created=Action.ORG_CREATED,
-        changed=Action.ORG_CHANGED,
-        deleted=Action.ORG_DELETED,
-        describe=lambda org: f"Organization {org.name} ({org.slug})",
-        cascade=(Membership, "organization"),
-    ),
-    Membership: Tracked(
-        fields={"account": "account", "organization": "organization", "role": "role"},
-        created=Action.MEMBER_ADDED,
-        changed=Action.MEMBER_CHANGED,
-        deleted=Action.MEMBER_REMOVED,
-        describe=lambda membership: f"{membership.account.email} in {membership.organization.slug}",
-        account_id=lambda membership: membership.account_id,
-        select_related=("account", "organization"),
-    ),
     Account: Tracked(
         fields={"is_active": "active"},
         changed=Action.ACCOUNT_ACTIVE_CHANGED,
         describe=lambda account: f"Account {account.email}",
         account_id=lambda account: account.pk,
-        cascade=(Membership, "account"),
     ),
     User: Tracked(
         fields={"is_active": "active", "is_staff": "staff", "is_superuser": "superuser"},
@@ -78,6 +62,16 @@ TRACKED: dict[type[models.Model], Tracked] = {
         describe=lambda user: f"Admin user {user.get_username()}",
     ),
 }
+
+
+def track(model: type[models.Model], tracked: Tracked) -> None:
+    """Record the changes of a model of an app above accounts (from its AppConfig.ready())."""
+    TRACKED[model] = tracked
+
+
+def track_deleted_with(model: type[models.Model], *, related: type[models.Model], field: str) -> None:
+    """The rows of `related` whose `field` points at a deleted `model` row are recorded each, deleted with it."""
+    TRACKED[model] = replace(TRACKED[model], cascade=(related, field))
 
 
 def is_tracked(model: type[models.Model]) -> bool:

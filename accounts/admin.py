@@ -30,6 +30,8 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.models import User
 from django.core.exceptions import BadRequest
 from django.db.models import OuterRef, Prefetch, Q, Subquery
 from django.http import HttpResponseRedirect
@@ -39,6 +41,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.debug import sensitive_variables
 
+from accounts.admin_audit import AuditedAdminMixin
 from accounts.audit import Actor
 from accounts.models import Account, ApiKey, AuditEvent
 from accounts.scopes import ALL_SCOPES, DESCRIPTIONS, scopes_display
@@ -48,7 +51,6 @@ from accounts.services import (
     api_key_scopes_set,
     api_keys_revoke,
 )
-from config.admin_audit import AuditedAdminMixin
 from config.admin_display import (
     AddFormMixin,
     ReturnToPageAfterActionMixin,
@@ -649,3 +651,11 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             return format_html('<a href="{}">{}</a>', url, event.account)
         return str(event.account_ref) if event.account_ref else EMPTY
 
+
+class AuditedUserAdmin(AuditedAdminMixin, UserAdmin):
+    """Django's own admin users, unchanged but for the audit trail: adding, changing and deleting one records its
+    staff, superuser and active flags, before → after (accounts/access_changes.py)."""
+
+
+admin.site.unregister(User)
+admin.site.register(User, AuditedUserAdmin)

@@ -5,20 +5,21 @@ the one scope it needs (`ApiView.required_scopes`, checked for every view by
 orgs.permissions.KeyHasScope). Scopes narrow what a key may do; which
 accounts it may do it to is decided apart (orgs/access.py).
 
-Plain Python, no Django: config/settings.py validates API_KEY_DEFAULT_SCOPES
-with these names before Django starts.
+Plain Python, no Django. The names themselves are in config/scopes.py, which
+config/settings.py reads to validate API_KEY_DEFAULT_SCOPES before Django starts.
 """
 
 from collections.abc import Iterable
 
-SANDBOXES_READ = "sandboxes:read"  # GET /api/sandboxes, the file read, runs, reading a command
-SANDBOXES_SETUP = "sandboxes:setup"  # setup, start, renew
-SANDBOXES_EXEC = "sandboxes:exec"  # commands, uploads, stop
-SANDBOXES_DELETE = "sandboxes:delete"
-AUDIT_READ = "audit:read"  # GET /api/audit
+from config.scopes import (
+    ALL_SCOPES,
+    AUDIT_READ,
+    SANDBOXES_DELETE,
+    SANDBOXES_EXEC,
+    SANDBOXES_READ,
+    SANDBOXES_SETUP,
+)
 
-# In the order they are shown and stored.
-ALL_SCOPES: tuple[str, ...] = (SANDBOXES_READ, SANDBOXES_SETUP, SANDBOXES_EXEC, SANDBOXES_DELETE, AUDIT_READ)
 DESCRIPTIONS = {
     SANDBOXES_READ: "see the sandbox, read its files, its runs and its commands",
     SANDBOXES_SETUP: "set the sandbox up, start it, renew it",
@@ -26,7 +27,6 @@ DESCRIPTIONS = {
     SANDBOXES_DELETE: "delete the sandbox",
     AUDIT_READ: "read the audit trail (GET /api/audit)",
 }
-DEFAULT_SCOPES_SETTING = "sandboxes:read sandboxes:setup"
 
 # An endpoint's method that needs no scope: any usable key may call it (GET /api/ping).
 NO_SCOPE = ""

@@ -1,9 +1,9 @@
 """Writes on accounts and API keys."""
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from django.db import transaction
 from django.db.models import Count, QuerySet
@@ -14,8 +14,22 @@ from accounts.keys import generate_key, hash_key, visible_prefix
 from accounts.models import Account, ApiKey, AuditEvent, default_scopes
 from accounts.scopes import normalized_scopes, scopes_display
 
-if TYPE_CHECKING:
-    from sandboxes.services import SandboxDeletion
+
+class SandboxRevocation(Protocol):
+    """What revoking one account's sandbox did (sandboxes.services.SandboxDeletion)."""
+
+    account_id: object
+    ok: bool
+    error: str
+
+
+# Revokes the sandboxes of accounts being deactivated, one SandboxRevocation each: sandboxes.services.sandboxes_delete,
+# registered from SandboxesConfig.ready() (accounts sits below sandboxes and imports none of it).
+_sandbox_revokers: list[Callable[..., list[SandboxRevocation]]] = []
+
+
+def sandbox_revoker_register(revoke: Callable[..., list[SandboxRevocation]]) -> None:
+    _sandbox_revokers[:] = [revoke]
 
 
 def account_create(*, name: str, email: str) -> Account:
@@ -102,7 +116,7 @@ class AccountDeactivation:
     """What deactivating one account did."""
 
     account: Account
-    sandbox: "SandboxDeletion"  # its sandbox's revocation (sandboxes.services)
+    sandbox: SandboxRevocation  # its sandbox's revocation (sandboxes.services)
     keys_revoked: int = 0
     deactivated: bool = False  # False: it was inactive already
 
@@ -116,10 +130,8 @@ def accounts_deactivate(*, accounts: Sequence[Account], actor: Actor) -> list[Ac
     not be deleted: the person is stopped at once, and revoking the sandbox
     again finishes the job (the deactivation reports which).
     """
-    # Here, not at the top: sandboxes.services imports accounts' modules.
-    from sandboxes.services import sandboxes_delete
-
-    deletions = {deletion.account_id: deletion for deletion in sandboxes_delete(accounts=accounts, actor=actor)}
+    revoke = _sandbox_revokers[0]
+    deletions = {deletion.account_id: deletion for deletion in revoke(accounts=accounts, actor=actor)}
     with transaction.atomic():
         revoking = ApiKey.objects.filter(account__in=accounts, revoked_at__isnull=True)
         revoked_per_account = dict(

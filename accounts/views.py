@@ -14,9 +14,8 @@ from rest_framework.response import Response
 from accounts import audit_trail
 from accounts.scopes import AUDIT_READ, NO_SCOPE
 from accounts.serializers import AuditQuerySerializer, AuditResponseSerializer
-from config.api_input import ApiView
+from config.api_input import ApiView, SandboxErrorResponseSerializer
 from orgs.permissions import HasApiKey
-from sandboxes.serializers import SandboxErrorResponseSerializer
 
 
 class PingView(ApiView):

@@ -35,7 +35,10 @@ forget either rule.
 """
 
 from collections.abc import Mapping
+from functools import cache
 
+from django.conf import settings
+from django.utils.module_loading import import_string
 from drf_spectacular.extensions import OpenApiSerializerExtension
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail, ValidationError
@@ -93,19 +96,22 @@ class ApiView(APIView):
     """
 
     query_serializers: dict[str, type[QuerySerializer]] = {}
-    #: HTTP method -> the scope a key needs for it (accounts/scopes.py); checked by orgs.permissions.KeyHasScope.
+    #: HTTP method -> the scope a key needs for it (accounts/scopes.py); checked by settings.API_SCOPE_PERMISSION.
     required_scopes: dict[str, str] = {}
 
     def get_permissions(self):
-        # Imported here: orgs imports accounts' models, which need the apps loaded.
-        from orgs.permissions import KeyHasScope
-
-        return [*super().get_permissions(), KeyHasScope()]
+        return [*super().get_permissions(), _scope_permission()()]
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
         method = "GET" if request.method == "HEAD" else request.method  # Django answers HEAD with get()
         self.query = validated_query(request, self.query_serializers.get(method))
+
+
+@cache
+def _scope_permission():
+    # Named by settings (API_SCOPE_PERMISSION): config imports no app.
+    return import_string(settings.API_SCOPE_PERMISSION)
 
 
 def validated_query(request, serializer_class: type[QuerySerializer] | None) -> dict:
@@ -123,3 +129,17 @@ def validated_query(request, serializer_class: type[QuerySerializer] | None) -> 
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
 
+
+# The body of every error the API answers (config/errors.py), as the schema names it.
+class SandboxErrorResponseSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["error"], required=False)
+    error = serializers.CharField()
+    missing_fields = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text="Required request fields that were not sent."
+    )
+    invalid_fields = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="Request fields or query parameters that were sent but are not valid or not taken "
+        "(`body` for a body that is not a JSON object).",
+    )

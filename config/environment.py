@@ -169,13 +169,16 @@ def announce_development_values(names: list[str], *, argv: list[str] | None = No
          "(never do this in production)")
 
 
+# The mark on what a deployment creates is a repository topic (sandboxes/providers/base.py: lowercase
+# letters, digits and hyphens, at most 50 characters, 19 of them its prefix), so the id is at most 31.
+DEPLOYMENT_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
+
+
 def deployment_id(name: str, *, required_by: str, default: str) -> str:
     """The id that marks what this deployment creates (a repository topic: lowercase, at most 31 characters).
 
     `required_by` names the settings that need it ("GIT_HOST=github"); "" where none does.
     """
-    from sandboxes.providers.base import DEPLOYMENT_ID_PATTERN
-
     value = text(name)
     if not value:
         if required_by:

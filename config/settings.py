@@ -9,9 +9,9 @@ from pathlib import Path
 
 import dj_database_url
 
-from accounts.scopes import ALL_SCOPES, DEFAULT_SCOPES_SETTING
 from config import environment as env
 from config import logs
+from config.scopes import ALL_SCOPES, DEFAULT_SCOPES_SETTING
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env.text("VAR_DIR") or BASE_DIR / "var")
@@ -20,7 +20,7 @@ DEBUG = env.flag("DEBUG", default=False)
 SECRET_KEY = env.secret("SECRET_KEY", debug=DEBUG, development_value="dev-secret-key-not-for-production")
 # HMAC pepper for API keys: a database dump alone cannot be used to check guessed keys.
 API_KEY_PEPPER = env.secret("API_KEY_PEPPER", debug=DEBUG, development_value="dev-api-key-pepper")
-# The scopes of a key made without naming any (accounts/scopes.py); keys made before scopes existed hold every one.
+# The scopes of a key made without naming any (config/scopes.py); keys made before scopes existed hold every one.
 API_KEY_DEFAULT_SCOPES = env.choices("API_KEY_DEFAULT_SCOPES", DEFAULT_SCOPES_SETTING, ALL_SCOPES)
 env.announce_development_values([name for name in ("SECRET_KEY", "API_KEY_PEPPER") if DEBUG and not env.text(name)])
 ALLOWED_HOSTS = env.words("ALLOWED_HOSTS", "localhost 127.0.0.1 [::1]" if DEBUG else "")
@@ -252,6 +252,9 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
+# Added to every API view's permissions (config/api_input.py ApiView): the key holds the scope the view
+# names for the method.
+API_SCOPE_PERMISSION = "orgs.permissions.KeyHasScope"
 # Requests per API key (accounts/throttling.py); None is no limit.
 API_THROTTLE_RATES = {
     "setup": env.rate("THROTTLE_SETUP_RATE", "30/min"),

@@ -3,7 +3,6 @@ from django.urls import include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from accounts.views import AuditView, PingView
 from config.errors import not_found
 from config.health import healthz
 
@@ -12,8 +11,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
-    path("api/ping", PingView.as_view(), name="ping"),
-    path("api/audit", AuditView.as_view(), name="audit"),
+    path("api/", include("accounts.urls")),
     path("api/", include("sandboxes.urls")),
     # Any other API path (with a trailing slash, a doubled one, any method): a JSON 404, even with DEBUG on
     # (Django's debug 404 page is HTML) and without a CSRF token (the API takes no cookies: the check's

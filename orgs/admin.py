@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.db.models import Count
 
-from config.admin_audit import AuditedAdminMixin
+from accounts.admin_audit import AuditedAdminMixin
 from config.admin_display import state_badge
 from orgs.models import Membership, Organization
 

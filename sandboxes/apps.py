@@ -11,12 +11,15 @@ class SandboxesConfig(AppConfig):
     def ready(self):
         from django_q.signals import pre_execute
 
+        from accounts.services import sandbox_revoker_register
         from config import events
         from sandboxes.events import snapshots_expiring_record
+        from sandboxes.services import sandboxes_delete
         from sandboxes.tasks import pass_task_id
 
         pre_execute.connect(pass_task_id, dispatch_uid="sandboxes.pass_task_id")
         events.register_producer("snapshot.expiring", snapshots_expiring_record)
+        sandbox_revoker_register(sandboxes_delete)
         warn_if_the_sandbox_engine_is_unreachable(argv=sys.argv)
 
 

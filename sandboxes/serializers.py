@@ -89,20 +89,6 @@ class DeleteSandboxResponseSerializer(serializers.Serializer):
     error = serializers.CharField(required=False)
 
 
-class SandboxErrorResponseSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=["error"], required=False)
-    error = serializers.CharField()
-    missing_fields = serializers.ListField(
-        child=serializers.CharField(), required=False, help_text="Required request fields that were not sent."
-    )
-    invalid_fields = serializers.ListField(
-        child=serializers.CharField(),
-        required=False,
-        help_text="Request fields or query parameters that were sent but are not valid or not taken "
-        "(`body` for a body that is not a JSON object).",
-    )
-
-
 class RunsQuerySerializer(QuerySerializer):
     """The query parameters of GET /api/tasks/runs (the schema documents them from here)."""
 

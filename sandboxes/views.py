@@ -19,7 +19,7 @@ from rest_framework.response import Response
 from accounts.audit import Actor
 from accounts.models import Account
 from accounts.scopes import SANDBOXES_DELETE, SANDBOXES_EXEC, SANDBOXES_READ, SANDBOXES_SETUP
-from config.api_input import ApiView
+from config.api_input import ApiView, SandboxErrorResponseSerializer
 from config.errors import error_body
 from orgs.access import ACCESS_DENIED_MESSAGE, reachable_accounts
 from orgs.permissions import MayActOnAccount
@@ -38,7 +38,6 @@ from sandboxes.serializers import (
     RunSerializer,
     RunsQuerySerializer,
     RunsResponseSerializer,
-    SandboxErrorResponseSerializer,
     SandboxFileQuerySerializer,
     SandboxFileResponseSerializer,
     SandboxQuerySerializer,

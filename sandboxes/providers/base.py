@@ -208,10 +208,9 @@ class SnapshotInfo:
 
 
 # The mark: a repository topic (lowercase letters, digits and hyphens, at most
-# 50 characters), so SANDBOX_DEPLOYMENT_ID is at most 31 characters.
+# 50 characters), so SANDBOX_DEPLOYMENT_ID is at most 31 characters (config/environment.py).
 # https://docs.github.com/en/repositories/managing-your-repositorys-settings-and-features/customizing-your-repository/classifying-your-repository-with-topics
 MARK_PREFIX = "sandbox-deployment-"
-DEPLOYMENT_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 _MARK_IN_DESCRIPTION = re.compile(r"\[" + MARK_PREFIX + r"([a-z0-9-]+)(?: (run_[0-9a-f]+))?\]\s*$")
 
 
