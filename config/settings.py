@@ -212,12 +212,12 @@ if REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
 # How often the ORM broker asks the database for new tasks while its queue is
-# empty: django-q2's default of 0.2 s made a setup wait 100 ms for a worker on
-# average, most of its time in the queue (bench/latency.py). Each ask is one
-# short read; an idle cluster spends a few per cent of a core on 50 a second.
-# Redis needs no poll: the worker waits in BLPOP, which answers as soon as a
-# task is pushed. https://django-q2.readthedocs.io/en/master/configure.html#poll
-Q_CLUSTER["poll"] = 0.02
+# empty: at django-q2's default of 0.2 s a setup waited 100 ms on average for
+# a worker to pick it up (bench/latency.py: 130 to 140 ms on SQLite, about
+# 25 ms at 0.03 s). The asks cost an idle cluster on SQLite about 7% of a core (1.5% at
+# 0.2 s). Redis needs no poll: the worker waits in BLPOP, which answers as soon
+# as a task is pushed. https://django-q2.readthedocs.io/en/master/configure.html#poll
+Q_CLUSTER["poll"] = 0.03
 
 # --- Cache (the API's rate limits) ------------------------------------------------
 # Shared by every web process: Redis when there is one, else a table in the
