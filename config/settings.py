@@ -214,9 +214,10 @@ else:
 # How often the ORM broker asks the database for new tasks while its queue is
 # empty: at django-q2's default of 0.2 s a setup waited 100 ms on average for
 # a worker to pick it up (bench/latency.py: 130 to 140 ms on SQLite, about
-# 25 ms at 0.03 s). The asks cost an idle cluster on SQLite about 7% of a core (1.5% at
-# 0.2 s). Redis needs no poll: the worker waits in BLPOP, which answers as soon
-# as a task is pushed. https://django-q2.readthedocs.io/en/master/configure.html#poll
+# 25 ms at 0.03 s). The asks cost an idle cluster on SQLite about 7% of a core
+# (1.5% at 0.2 s). Redis needs no poll: the worker waits in BLPOP, which
+# answers as soon as a task is pushed.
+# https://django-q2.readthedocs.io/en/master/configure.html#poll
 Q_CLUSTER["poll"] = 0.03
 
 # --- Cache (the API's rate limits) ------------------------------------------------
