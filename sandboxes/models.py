@@ -5,33 +5,11 @@ from contextlib import nullcontext
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connections, models, router, transaction
-from django.db.models import Q, sql
+from django.db.models import Q
 from django.utils import timezone
 
 
 class SnapshotManager(models.Manager):
-    def in_bulk_canceling_runs(self, account_ids: list, **canceled) -> dict:
-        """The accounts' snapshots by account id, once their queued and executing runs are canceled.
-
-        `canceled` are the runs' new field values. On PostgreSQL one statement
-        does both (the UPDATE in a WITH, which runs whether or not the SELECT
-        reads it); elsewhere, two. Django's own compilers write both parts.
-        https://www.postgresql.org/docs/current/queries-with.html#QUERIES-WITH-MODIFYING
-        """
-        runs = SetupRun.objects.filter(ACTIVE_RUN, account_id__in=account_ids)
-        snapshots = self.filter(account_id__in=account_ids)
-        connection = connections[router.db_for_write(self.model)]
-        if connection.vendor != "postgresql":
-            runs.update(**canceled)
-            return snapshots.in_bulk()
-        update = runs.query.chain(sql.UpdateQuery)
-        update.add_update_values(canceled)
-        update_sql, update_params = update.get_compiler(connection.alias).as_sql()
-        select_sql, select_params = snapshots.query.get_compiler(connection.alias).as_sql()
-        found = self.raw(f"WITH canceled AS ({update_sql}) {select_sql}", [*update_params, *select_params],
-                         using=connection.alias)
-        return {snapshot.pk: snapshot for snapshot in found}
-
     def renew(self, *, account_id, expires_at, event: models.Model) -> "Snapshot | None":
         """Move the account's snapshot's expiry to `expires_at`; the renewed row, or None without one.
 
