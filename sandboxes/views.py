@@ -297,7 +297,9 @@ class NotImplementedHere(APIException):
     status_code = status.HTTP_501_NOT_IMPLEMENTED
 
 
-class SandboxUnreachable(APIException):
+class BadGateway(APIException):
+    """An outside system (the sandbox backend, its engine, the git host) failed; the message says which."""
+
     status_code = status.HTTP_502_BAD_GATEWAY
 
 
@@ -308,7 +310,7 @@ class InvalidInput(APIException):
 LIVE_ERROR_ANSWERS = {
     live.NoRunningSandbox: SandboxConflict,
     live.CommandsUnavailable: NotImplementedHere,
-    live.SandboxUnreachable: SandboxUnreachable,
+    live.SandboxUnreachable: BadGateway,
     live.InvalidCommand: InvalidInput,
     live.NoSuchCommand: NotFound,
 }
@@ -316,10 +318,6 @@ LIVE_ERROR_ANSWERS = {
 
 class SnapshotGone(APIException):
     status_code = status.HTTP_410_GONE
-
-
-class SnapshotUnreadable(APIException):
-    status_code = status.HTTP_502_BAD_GATEWAY
 
 
 class PayloadTooLarge(APIException):
@@ -331,7 +329,7 @@ FILE_ERRORS = {
     selectors.NoSuchFile: NotFound,
     selectors.SnapshotExpired: SnapshotGone,
     selectors.FileTooLarge: PayloadTooLarge,
-    selectors.SnapshotUnreadable: SnapshotUnreadable,
+    selectors.SnapshotUnreadable: BadGateway,
 }
 
 
