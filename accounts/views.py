@@ -12,10 +12,10 @@ from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
 from accounts import audit_trail
+from accounts.permissions import HasApiKey
 from accounts.scopes import AUDIT_READ, NO_SCOPE
 from accounts.serializers import AuditQuerySerializer, AuditResponseSerializer
 from config.api_input import ApiView, SandboxErrorResponseSerializer
-from orgs.permissions import HasApiKey
 
 
 class PingView(ApiView):

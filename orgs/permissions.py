@@ -1,17 +1,11 @@
-"""DRF permission classes; the rules themselves live in orgs/access.py and accounts/scopes.py."""
+"""DRF permission classes; the rules themselves live in orgs/access.py and accounts/scopes.py.
 
-from rest_framework.permissions import BasePermission
+HasApiKey, which they extend, needs no organization and lives in accounts/permissions.py.
+"""
 
-from accounts.models import ApiKey
+from accounts.permissions import HasApiKey
 from accounts.scopes import required_scope
 from orgs.access import ACCESS_DENIED_MESSAGE, may_act_on_account
-
-
-class HasApiKey(BasePermission):
-    """The request was authenticated with an API key."""
-
-    def has_permission(self, request, view):
-        return isinstance(request.auth, ApiKey)
 
 
 class MayActOnAccount(HasApiKey):

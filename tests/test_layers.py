@@ -28,7 +28,6 @@ KNOWN_UPWARD: set[tuple[str, str]] = {
     ("accounts.admin", "sandboxes.selectors"),
     ("accounts.admin", "sandboxes.services"),
     ("accounts.audit_trail", "orgs.models"),
-    ("accounts.views", "orgs.permissions"),
 }
 
 
