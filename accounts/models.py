@@ -142,7 +142,7 @@ class AuditEvent(models.Model):
             models.Index(fields=["action"], name="audit_action"),
             models.Index(fields=["run_id"], name="audit_run"),
             models.Index(fields=["request_id"], name="audit_request"),
-            # GET /api/audit walks (created_at, id) newest first (accounts/audit_trail.py): the first index
+            # GET /api/audit walks (created_at, id) newest first (orgs/audit_trail.py): the first index
             # for one account's events, this one for everything (and the admin's dates).
             models.Index(fields=["-created_at", "-id"], name="audit_walk"),
         ]

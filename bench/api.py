@@ -291,7 +291,7 @@ def audit_plans(key) -> dict:
     """EXPLAIN ANALYZE of the events query of a first page and of page 101 (or the last), by its cursor."""
     from django.db import connection
 
-    from accounts.audit_trail import audit_page, cursor_position, events_after, visible_events
+    from orgs.audit_trail import audit_page, cursor_position, events_after, visible_events
 
     plans = {}
     first = visible_events(key=key, filters={})

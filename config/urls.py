@@ -12,6 +12,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/", include("accounts.urls")),
+    path("api/", include("orgs.urls")),
     path("api/", include("sandboxes.urls")),
     # Any other API path (with a trailing slash, a doubled one, any method): a JSON 404, even with DEBUG on
     # (Django's debug 404 page is HTML) and without a CSRF token (the API takes no cookies: the check's

@@ -27,7 +27,6 @@ KNOWN_UPWARD: set[tuple[str, str]] = {
     ("accounts.admin", "sandboxes.models"),
     ("accounts.admin", "sandboxes.selectors"),
     ("accounts.admin", "sandboxes.services"),
-    ("accounts.audit_trail", "orgs.models"),
 }
 
 

@@ -1,7 +1,7 @@
 """Key scopes: the rule every endpoint goes through, and the keys that existed before scopes did.
 
 The endpoint × scope pairs themselves are in tests/orgs/test_permission_matrix.py
-(the scope dimension); GET /api/audit's scope in test_audit_api.py.
+(the scope dimension); GET /api/audit's scope in tests/orgs/test_audit_api.py.
 """
 
 import pytest

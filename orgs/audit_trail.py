@@ -34,6 +34,8 @@ from django.utils.dateparse import parse_datetime
 from accounts.models import ApiKey, AuditEvent
 from orgs.models import MANAGING_ROLES, Membership
 
+# The module's old name (it lived in accounts): the salt is part of every cursor's signature, so a new value
+# would refuse the cursors clients hold from before the move.
 CURSOR_SALT = "accounts.audit_trail.cursor"
 FILTERS = ("account_id", "organization_id", "action", "since", "until")
 DEFAULT_LIMIT, MAX_LIMIT = 50, 200

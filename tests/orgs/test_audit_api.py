@@ -23,15 +23,15 @@ from django.core import signing
 from django.utils import timezone
 
 from accounts.audit import Actor, audit_record
-from accounts.audit_trail import (
+from accounts.models import AuditEvent
+from accounts.scopes import AUDIT_READ, SANDBOXES_READ
+from accounts.services import api_key_create
+from orgs.audit_trail import (
     ACCOUNT_DENIED_MESSAGE,
     CURSOR_SALT,
     ORGANIZATION_DENIED_MESSAGE,
     public_detail,
 )
-from accounts.models import AuditEvent
-from accounts.scopes import AUDIT_READ, SANDBOXES_READ
-from accounts.services import api_key_create
 from tests.conftest import TESTS, requires_postgres
 
 Action = AuditEvent.Action
@@ -395,7 +395,7 @@ def test_the_walk_is_served_by_the_indexes_on_postgresql(trail):
     """
     from django.db import connection
 
-    from accounts.audit_trail import visible_events
+    from orgs.audit_trail import visible_events
 
     sam_key, bob_key = trail.sam.api_key, trail.bob.api_key
     with connection.cursor() as cursor:

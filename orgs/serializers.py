@@ -2,9 +2,9 @@
 
 from rest_framework import serializers
 
-from accounts.audit_trail import DEFAULT_LIMIT, MAX_LIMIT
 from accounts.models import AuditEvent
 from config.api_input import QuerySerializer
+from orgs.audit_trail import DEFAULT_LIMIT, MAX_LIMIT
 
 
 class AuditQuerySerializer(QuerySerializer):
