@@ -1,4 +1,4 @@
-"""The back office for organizations and their members."""
+"""The back office for organizations and their members, and the memberships shown on an account's page."""
 
 from django.contrib import admin
 from django.db.models import Count
@@ -15,6 +15,17 @@ class MembershipInline(admin.TabularInline):
     readonly_fields = ["created_at"]
     raw_id_fields = ["account"]
     verbose_name = "member"
+
+
+class AccountMembershipInline(admin.TabularInline):
+    """An account's organizations, on the account's page (assembled in sandboxes/admin.py, AccountPageAdmin)."""
+
+    model = Membership
+    fk_name = "account"
+    extra = 0
+    fields = ["organization", "role", "created_at"]
+    readonly_fields = ["created_at"]
+    verbose_name = "membership"
 
 
 @admin.register(Organization)

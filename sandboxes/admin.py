@@ -11,6 +11,12 @@ row, as DELETE /api/sandboxes does.
 A command is shown by who ran it, what (command, arguments, folder), the names
 of its environment variables and how it ended; never the values of its
 environment, and never its output, which may print them.
+
+The account page is assembled here (AccountPageAdmin, at the end), sandboxes
+being the highest app whose data it shows: it extends accounts' AccountAdmin
+(accounts/admin.py) with the account's memberships (orgs/admin.py's inline),
+its sandbox, live sandbox, commands and runs and the buttons for them, and is
+registered for Account in AccountAdmin's place.
 """
 
 import logging
@@ -21,7 +27,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.db.models import Q
+from django.db.models import OuterRef, Prefetch, Q, Subquery
 from django.db.models.functions import Length
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -29,7 +35,10 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from accounts.admin import AccountAdmin, PageAction
 from accounts.audit import Actor
+from accounts.models import Account, ApiKey
+from accounts.services import accounts_deactivate
 from config.admin_display import (
     ReturnToPageAfterActionMixin,
     page_to_return_to,
@@ -40,6 +49,8 @@ from config.admin_display import (
 from config.admin_links import admin_change_url
 from config.admin_readonly import ReadOnlyAdminMixin
 from config.timefmt import format_duration, format_moment
+from orgs.admin import AccountMembershipInline
+from orgs.models import Membership
 from sandboxes import live, selectors, services
 from sandboxes.models import LiveSandbox, SandboxCommand, SetupRun, Snapshot
 from sandboxes.pipeline import STEP_LABELS
@@ -772,3 +783,266 @@ class SandboxCommandAdmin(ReadOnlyAdminMixin, ReturnToPageAfterActionMixin, admi
             self.message_user(request, f"Killed {killed} of {tried} running command(s) selected"
                               + (f"; {failed} could not be killed." if failed else "."),
                               messages.WARNING if failed else messages.SUCCESS)
+
+
+# --- the account page --------------------------------------------------------------------------------------------
+
+LAST_RUNS_SHOWN = 5
+# The id of the account page's form that posts "Kill selected running commands" (its Kill buttons name it).
+KILL_FORM = "kill-command"
+
+
+def latest_live_sandbox(account: Account) -> LiveSandbox | None:
+    """The account's live sandbox, else its last one (a new one starts only when none is live); read once a page."""
+    if "_latest_live_sandbox" not in account.__dict__:
+        found = LiveSandbox.objects.filter(account=account).order_by("-created_at").first() if account.pk else None
+        account._latest_live_sandbox = found
+    return account._latest_live_sandbox
+
+
+class AccountPageAdmin(AccountAdmin):
+    """The account page staff see, assembled here: accounts' AccountAdmin (fields, state, keys, Revoke keys) with
+    what orgs and sandboxes know of the account. Registered for Account in AccountAdmin's place (below).
+
+    The page is the one place for a person: its sandbox (state, expiry,
+    repository), its live sandbox (running or how it stopped, from which
+    snapshot, on which engine, until when if idle) and its last commands (who,
+    what, how they ended; the names of their environment, never its values),
+    its last setup runs, its keys and organizations, and buttons for what staff
+    do about it. Each button posts the same action as the list does, so it asks
+    the same permission and shows the same confirmation page: Revoke sandbox
+    (sandboxes.revoke_snapshot, the sandbox list's action), Stop live sandbox
+    (sandboxes.stop_livesandbox; takes a snapshot first), Kill, on a running
+    command's row (sandboxes.kill_sandboxcommand), Run setup again
+    (sandboxes.start_setuprun), Revoke keys (accounts.revoke_apikey) and
+    Deactivate (accounts.deactivate_account; revokes the sandbox and the keys
+    too, after a confirmation page). A staff user without a permission is not
+    shown its button, and posting the action anyway changes nothing.
+    """
+
+    list_display = ["person", "email", "organizations", "sandbox", "expires", "last_run_status"]
+    list_filter = [*AccountAdmin.list_filter, "memberships__organization"]
+    fieldsets = [
+        *AccountAdmin.fieldsets,
+        ("Sandbox", {"fields": ["sandbox_state", "expires", "snapshot_id", "repository"]}),
+        ("Live sandbox", {"fields": ["live_sandbox", "live_started_from", "live_engine", "live_idle_deadline"]}),
+        ("Last commands", {"fields": ["last_commands"]}),
+        ("Last setup runs", {"fields": ["last_runs"]}),
+    ]
+    readonly_fields = [*AccountAdmin.readonly_fields, "sandbox_state", "expires", "snapshot_id", "repository",
+                       "live_sandbox", "live_started_from", "live_engine", "live_idle_deadline", "last_commands",
+                       "last_commands_with_kill", "last_runs"]
+    inlines = [AccountMembershipInline, *AccountAdmin.inlines]
+    actions = ["run_setup_again", *AccountAdmin.actions, "deactivate_accounts"]
+    deactivate_confirmation_template = "admin/accounts/account/deactivate_confirmation.html"
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if self.has_kill_permission(request):
+            # The same table, with a Kill button on each running command's row.
+            fieldsets = [(title, {**options, "fields": ["last_commands_with_kill" if field == "last_commands" else field
+                                                        for field in options["fields"]]})
+                         for title, options in fieldsets]
+        return fieldsets
+
+    def get_queryset(self, request):
+        # One query for the page and one for its memberships, however many rows.
+        last_run = SetupRun.objects.filter(account=OuterRef("pk")).order_by("-created_at")
+        memberships = Membership.objects.select_related("organization").order_by("organization__name")
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("snapshot")
+            .prefetch_related(Prefetch("memberships", queryset=memberships))
+            .annotate(
+                last_run_status=Subquery(last_run.values("status")[:1]),
+                last_run_id=Subquery(last_run.values("pk")[:1]),
+            )
+        )
+
+    # --- the list ---------------------------------------------------------------------------
+
+    @admin.display(description="organizations")
+    def organizations(self, account):
+        return ", ".join(f"{m.organization.name} ({m.role})" for m in account.memberships.all()) or EMPTY
+
+    @admin.display(description="sandbox", ordering="snapshot__expires_at")
+    def sandbox(self, account):
+        snapshot = getattr(account, "snapshot", None)
+        if snapshot is None:
+            return sandbox_state(None)
+        return format_html('<a href="{}" title="{}">{}</a>', admin_change_url(Snapshot, snapshot.pk),
+                           snapshot.snapshot_id, sandbox_state(snapshot))
+
+    @admin.display(description="expires", ordering="snapshot__expires_at")
+    def expires(self, account):
+        snapshot = getattr(account, "snapshot", None)
+        return format_moment(snapshot.expires_at) if snapshot else EMPTY
+
+    @admin.display(description="last run", ordering="last_run_status")
+    def last_run_status(self, account):
+        if not account.last_run_id:
+            return EMPTY
+        url = admin_change_url(SetupRun, account.last_run_id)
+        return format_html('<a href="{}">{}</a>', url, run_status(account.last_run_status))
+
+    # --- the account's page -----------------------------------------------------------------
+
+    @admin.display(description="sandbox")
+    def sandbox_state(self, account):
+        return sandbox_state(getattr(account, "snapshot", None))
+
+    @admin.display(description="snapshot id")
+    def snapshot_id(self, account):
+        snapshot = getattr(account, "snapshot", None)
+        if snapshot is None:
+            return EMPTY
+        return format_html('<a href="{}">{}</a>', admin_change_url(Snapshot, snapshot.pk), snapshot.snapshot_id)
+
+    @admin.display(description="repository")
+    def repository(self, account):
+        snapshot = getattr(account, "snapshot", None)
+        return repository_display(snapshot.github_repo) if snapshot else EMPTY
+
+    @admin.display(description="live sandbox")
+    def live_sandbox(self, account):
+        sandbox = latest_live_sandbox(account)
+        if sandbox is None:
+            return format_html("{} No live sandbox was started yet.", live_sandbox_state(None))
+        link = format_html('<a href="{}">{}</a>', admin_change_url(LiveSandbox, sandbox.pk), sandbox.pk)
+        since = (f"since {format_moment(sandbox.started_at or sandbox.created_at)}" if sandbox.is_live
+                 else f"at {format_moment(sandbox.stopped_at)}")
+        error = format_html('<br><span class="live-sandbox-error">{}</span>', sandbox.error) if sandbox.error else ""
+        return format_html("{} {} {}{}", live_sandbox_state(sandbox), since, link, error)
+
+    @admin.display(description="started from")
+    def live_started_from(self, account):
+        return live_started_from(latest_live_sandbox(account))
+
+    @admin.display(description="engine")
+    def live_engine(self, account):
+        return live_engine(latest_live_sandbox(account))
+
+    @admin.display(description="idle deadline")
+    def live_idle_deadline(self, account):
+        return idle_deadline(latest_live_sandbox(account))
+
+    @admin.display(description="last commands")
+    def last_commands(self, account, *, kill_form: str = ""):
+        if not account.pk:
+            return EMPTY
+        records = recent_commands(SandboxCommand.objects.filter(account=account))
+        url = reverse("admin:sandboxes_sandboxcommand_changelist") + f"?account__id__exact={account.pk}"
+        more = format_html('<p><a href="{}">All commands of this account</a></p>', url) if records else ""
+        return format_html("{}{}", commands_table(records, kill_form=kill_form, table_id="account-commands"), more)
+
+    @admin.display(description="last commands")
+    def last_commands_with_kill(self, account):
+        return self.last_commands(account, kill_form=KILL_FORM)
+
+    @admin.display(description="last runs")
+    def last_runs(self, account):
+        runs = selectors.setup_runs_recent(account=account, limit=LAST_RUNS_SHOWN) if account.pk else []
+        if not runs:
+            return "No setup run yet."
+        rows = format_html_join(
+            "", '<tr class="account-run"><td><a href="{}" title="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td>'
+            "<td>{}</td><td>{}</td></tr>",
+            ((admin_change_url(SetupRun, run.pk), run.pk, run.pk, format_moment(run.created_at), run_status(run.status),
+              failed_step(run) or EMPTY, run_duration(run), summary(run.error, limit=120) or EMPTY) for run in runs),
+        )
+        return format_html(
+            '<table class="account-runs" id="account-runs"><thead><tr><th>run</th><th>created</th><th>status</th>'
+            "<th>failed step</th><th>duration</th><th>error</th></tr></thead><tbody>{}</tbody></table>", rows
+        )
+
+    def page_context(self, request, account: Account | None) -> dict:
+        # Beside the buttons, the form the Kill buttons of the commands' table post.
+        kill = None
+        if account is not None and self.has_kill_permission(request):
+            kill = {"id": KILL_FORM, "url": reverse("admin:sandboxes_sandboxcommand_changelist"),
+                    "action": "kill_selected_commands", "next": request.get_full_path()}
+        return {**super().page_context(request, account), "kill_form": kill}
+
+    def offered_page_actions(self, request, account) -> list[PageAction]:
+        accounts_list = reverse("admin:accounts_account_changelist")
+        has_sandbox = Snapshot.objects.filter(account=account).exists()
+        live = latest_live_sandbox(account)
+        running = live is not None and live.status == LiveSandbox.Status.RUNNING
+        return [
+            PageAction("stop_selected_live_sandboxes", "Stop live sandbox",
+                       reverse("admin:sandboxes_livesandbox_changelist"), running and self.has_stop_permission(request),
+                       False, live.pk if live else None),
+            PageAction("revoke_selected_sandboxes", "Revoke sandbox", reverse("admin:sandboxes_snapshot_changelist"),
+                       has_sandbox and request.user.has_perm("sandboxes.revoke_snapshot"), True, account.pk),
+            PageAction("run_setup_again", "Run setup again", accounts_list,
+                       account.is_active and self.has_start_setup_permission(request), False, account.pk),
+            *super().offered_page_actions(request, account),
+            PageAction("deactivate_accounts", "Deactivate", accounts_list,
+                       account.is_active and self.has_deactivate_permission(request), True, account.pk),
+        ]
+
+    def render_delete_form(self, request, context):
+        # Refused when the account has a sandbox, keys or runs (their admins
+        # allow no delete): the page offers Deactivate instead.
+        account = context.get("object")
+        if account is not None and account.is_active and self.has_deactivate_permission(request):
+            context["deactivate"] = {"pk": account.pk, "next": admin_change_url(Account, account.pk)}
+        return super().render_delete_form(request, context)
+
+    # --- actions ----------------------------------------------------------------------------
+
+    def has_start_setup_permission(self, request):
+        return request.user.has_perm("sandboxes.start_setuprun")
+
+    def has_stop_permission(self, request):
+        return request.user.has_perm("sandboxes.stop_livesandbox")
+
+    def has_kill_permission(self, request):
+        return request.user.has_perm("sandboxes.kill_sandboxcommand")
+
+    def has_deactivate_permission(self, request):
+        return request.user.has_perm("accounts.deactivate_account")
+
+    @admin.action(description="Run setup again", permissions=["start_setup"])
+    def run_setup_again(self, request, queryset):
+        starts = services.setup_runs_start(accounts=list(queryset), actor=Actor.from_admin_request(request))
+        report_setup_starts(self, request, starts)
+
+    @admin.action(description="Deactivate selected accounts (revokes their sandbox and API keys)",
+                  permissions=["deactivate"])
+    def deactivate_accounts(self, request, queryset):
+        """First a page listing what goes (the same plan as "Revoke sandboxes"); once confirmed, the deactivation."""
+        accounts = sorted(queryset, key=lambda a: (a.name, a.email))
+        if request.POST.get("post") == "yes":
+            results = accounts_deactivate(accounts=accounts, actor=Actor.from_admin_request(request))
+            for result in results:
+                keys = f"{result.keys_revoked} key(s) revoked"
+                if result.sandbox.ok:
+                    self.message_user(request, f"Deactivated {result.account}: {keys}, "
+                                      f"{revoke_report(result.sandbox)}.", messages.SUCCESS)
+                else:
+                    self.message_user(request, f"Deactivated {result.account} ({keys}), but could not revoke its "
+                                      f"sandbox: {result.sandbox.error}. Revoke the sandbox again once the cause "
+                                      "is fixed.", messages.ERROR)
+            return HttpResponseRedirect(page_to_return_to(request) or request.get_full_path())
+        keys = ApiKey.objects.filter(account__in=accounts, revoked_at__isnull=True).order_by("account__name", "prefix")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Deactivate accounts",
+            "subtitle": None,
+            "opts": self.opts,
+            "accounts": accounts,
+            "plan": selectors.sandboxes_deletion_plan(accounts=accounts),
+            "keys": list(keys.select_related("account")),
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "next": page_to_return_to(request),
+            "media": self.media,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, self.deactivate_confirmation_template, context)
+
+
+# accounts/admin.py registered its AccountAdmin (imported above, so always first); this page takes its place.
+admin.site.unregister(Account)
+admin.site.register(Account, AccountPageAdmin)

@@ -14,7 +14,9 @@ What is pinned:
   keys are not deleted here;
 - the audit trail is read-only, cannot be deleted even by a superuser, and
   filters by action, actor and account;
-- staff with view permissions only see all of it and are offered no action.
+- staff with view permissions only see all of it and are offered no action;
+- accounts' own AccountAdmin, which sandboxes/admin.py extends into the page
+  staff see, passes Django's checks without it.
 """
 
 import logging
@@ -22,18 +24,21 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.contrib import admin
 from django.contrib.admin.models import LogEntry
 from django.contrib.sessions.models import Session
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from accounts.admin import AccountAdmin
 from accounts.audit import Actor
 from accounts.keys import KEY_PATTERN, hash_key
 from accounts.models import Account, ApiKey, AuditEvent
 from accounts.services import api_key_create, api_keys_revoke
 from config.admin_links import admin_change_url
 from config.timefmt import format_moment
+from sandboxes.admin import AccountPageAdmin
 from sandboxes.models import SetupRun, Snapshot
 from tests.staff import messages_of, offered_actions, operator, viewer
 
@@ -472,3 +477,8 @@ def test_an_account_with_a_sandbox_or_keys_cannot_be_deleted_in_the_admin(
     assert "Cannot delete account" in page.content.decode()
     assert refused.status_code == 403
     assert Snapshot.objects.filter(account=people.alice.account).exists()
+
+
+def test_accounts_own_account_admin_passes_djangos_checks_without_the_higher_apps():
+    assert AccountAdmin(Account, admin.AdminSite()).check() == []
+    assert type(admin.site.get_model_admin(Account)) is AccountPageAdmin  # the page staff see
