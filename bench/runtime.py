@@ -35,7 +35,17 @@ and for the setups PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379.
    sandbox's network) is timed in the same rotation, and every call each
    makes to the engine's API is counted and timed.
 
-3. What is left: containers and volumes labelled with this run's deployment
+3. What the engine leaves for the target, when both parts ran: the engine
+   calls of the three steps a setup makes one after another once its content
+   exists (writing it, archiving it, removing the container and its volume:
+   part 2's in-process medians, each call times its count) against what 1.5
+   times the local median allows beyond the local setup. The start is left
+   out, since it runs beside the repository's creation and the git work; the
+   three cannot, each needing the one before it, and the run ends after the
+   last. When they alone take more than the allowance, no work of the
+   service's own can meet the target on that engine.
+
+4. What is left: containers and volumes labelled with this run's deployment
    id, and the bare containers, must all be gone (target: none). Anything
    found is named, then removed.
 
@@ -365,7 +375,7 @@ def client_info() -> str:
         client.close()
 
 
-# --- 3. what is left ------------------------------------------------------------------------
+# --- 4. what is left ------------------------------------------------------------------------
 def leftovers(deployment: str, bare_ids: list[str]) -> dict:
     """What carries this run's deployment id, and which bare containers exist; whatever is found is removed."""
     import docker
@@ -443,9 +453,28 @@ def print_creates(figures: dict):
           f"against the bare call with network none: {figures['ratio_network_none']:.2f}")
 
 
+# The steps of part 2's profile that follow one another once a setup's content exists.
+SERIAL_STEPS = ("provision (write_tree)", "snapshot", "shutdown (stop)")
+
+
+def engine_allowance(setups: dict, creates: dict) -> dict:
+    """The engine's time for a setup's serial steps, against what the target allows beyond a local setup."""
+    serial_ms = sum(count * median for step in SERIAL_STEPS
+                    for _name, count, median in creates["profile"][step]["calls"])
+    allowed_ms = (SETUP_TARGET - 1) * setups["local"]["seen_p50"] * 1000
+    return {"serial_ms": serial_ms, "allowed_ms": allowed_ms}
+
+
+def print_engine_allowance(found: dict):
+    print(f"\n3. The engine's calls of a setup's serial steps (write, archive, remove; part 2's medians): "
+          f"{found['serial_ms']:.0f} ms; the target allows {found['allowed_ms']:.0f} ms beyond the local setup: "
+          + ("no work of the service's own can meet it on this engine" if found["serial_ms"] > found["allowed_ms"]
+             else f"{found['allowed_ms'] - found['serial_ms']:.0f} ms are left for the rest"))
+
+
 def print_leftovers(found: dict, deployment: str):
     left = len(found["containers"]) + len(found["volumes"]) + len(found["bare"])
-    print(f"\n3. Left behind: {len(found['containers'])} containers and {len(found['volumes'])} volumes labelled "
+    print(f"\n4. Left behind: {len(found['containers'])} containers and {len(found['volumes'])} volumes labelled "
           f"with deployment {deployment}, {len(found['bare'])} of the {found['bare_checked']} bare containers "
           f"(target: none: {verdict(left == 0)})")
     for kind in ("containers", "volumes", "bare"):
@@ -470,6 +499,9 @@ def main(argv=None):
             except SandboxBackendError as exc:
                 raise SystemExit(f"container starts: {exc}") from None
             print_creates(figures["creates"])
+        if "setups" in figures and "creates" in figures:
+            figures["engine_allowance"] = engine_allowance(figures["setups"], figures["creates"])
+            print_engine_allowance(figures["engine_allowance"])
     finally:
         import docker.errors
         import requests.exceptions
@@ -478,7 +510,7 @@ def main(argv=None):
             found = leftovers(deployment, bare_ids)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as problem:
             # The engine went away: say what to look for, and keep the first error.
-            print(f"\n3. Left behind: could not be checked ({problem}); look for containers and volumes labelled "
+            print(f"\n4. Left behind: could not be checked ({problem}); look for containers and volumes labelled "
                   f"sandbox-service.deployment={deployment}", file=sys.stderr)
         else:
             figures["leftovers"] = found
