@@ -7,7 +7,8 @@ of the change, so an event exists exactly when its change does.
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
+from types import SimpleNamespace
 from uuid import UUID
 
 from django.conf import settings
@@ -69,10 +70,18 @@ def client_ip(request) -> str | None:
     """
     proxies = settings.TRUSTED_PROXY_COUNT
     if not proxies:
-        ip, _routable = get_client_ip(request, request_header_order=["REMOTE_ADDR"])
+        return _peer_address(request.META.get("REMOTE_ADDR", ""))
     else:
         ip, _routable = get_client_ip(request, proxy_count=proxies - 1, request_header_order=["HTTP_X_FORWARDED_FOR"],
                                       strict=False)
+    return ip
+
+
+@lru_cache(maxsize=4096)
+def _peer_address(remote_addr: str) -> str | None:
+    """REMOTE_ADDR as django-ipware reads it, once per address: its parsing cost a delete 3% of its CPU."""
+    ip, _routable = get_client_ip(SimpleNamespace(META={"REMOTE_ADDR": remote_addr}),
+                                  request_header_order=["REMOTE_ADDR"])
     return ip
 
 
