@@ -306,10 +306,11 @@ def sandboxes_delete(
     not_removed = live.live_sandboxes_remove(account_ids=found.maybe_live, actor=actor) if found.maybe_live else {}
     for deletion in deletions:
         deletion.error = not_removed.get(deletion.account_id, "")
+    providers = _ProvidersPerThread()
     listed = repositories
     if listed is None:
         try:
-            listed = repositories_grouped_by_account(get_git_host().list_all_repositories())
+            listed = repositories_grouped_by_account(providers.get()[0].list_all_repositories())
         except ProviderError as exc:
             for deletion in deletions:
                 deletion.error = f"Failed to list the repositories of the account: {exc}"
@@ -325,7 +326,6 @@ def sandboxes_delete(
                                                      listed=listed)
             deletion.left_alone += [f"{repository.name}: {repository.mark_description}" for repository in left_alone]
             work.append((deletion, owned, snapshot))
-        providers = _ProvidersPerThread()
         if concurrency > 1 and len(work) > 1:
             with ThreadPoolExecutor(max_workers=concurrency) as pool:
                 list(pool.map(lambda item: _delete_outside(*item, providers=providers), work))
