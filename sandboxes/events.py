@@ -20,17 +20,17 @@ from accounts.audit import Actor
 from config import events
 from config.events import Batch
 from sandboxes.models import SetupRun, Snapshot
-from sandboxes.serializers import RunSerializer, UpdateSnapshotResponseSerializer
+from sandboxes.serializers import RunSerializer, UpdateSnapshotResponseSerializer, represent
 
 RUN_EVENTS = {"COMPLETED": "run.completed", "FAILED": "run.failed", "CANCELED": "run.canceled"}
 
 
 def _run_data(run) -> dict:
-    return {"run": RunSerializer(run).data}
+    return {"run": represent(RunSerializer, run)}
 
 
 def _snapshot_data(snapshot) -> dict:
-    return {"snapshot": UpdateSnapshotResponseSerializer(snapshot).data}
+    return {"snapshot": represent(UpdateSnapshotResponseSerializer, snapshot)}
 
 
 def runs_ended(*, runs: Iterable, batch: Batch | None = None) -> list:

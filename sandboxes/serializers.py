@@ -206,7 +206,8 @@ def represent(serializer_class: type[serializers.Serializer], instance) -> dict:
 
     Building a serializer's fields is most of its cost (a ModelSerializer reads
     its model's fields every time); the fields keep nothing from one value to
-    the next, so one instance serves every request. For the hot read paths.
+    the next, so one instance serves every request: the answer of a delete
+    costs 22 µs instead of 124 (bench/README.md, "DELETE /api/sandboxes").
     """
     return _shared(serializer_class).to_representation(instance)
 

@@ -259,7 +259,7 @@ class SandboxView(TargetAccountView):
             raise _inactive(account) from None
         if snapshot is None:
             raise NotFound("The account has no snapshot to renew; set the sandbox up (POST /api/sandboxes/setup)")
-        return Response({"status": "success", "snapshot": UpdateSnapshotResponseSerializer(snapshot).data})
+        return Response({"status": "success", "snapshot": represent(UpdateSnapshotResponseSerializer, snapshot)})
 
     @write_schema(
         operation_id="delete_sandbox",
@@ -285,7 +285,7 @@ class SandboxView(TargetAccountView):
             return Response(error_body(str(exc)), status=status.HTTP_400_BAD_REQUEST)
         except services.AccountInactive:
             raise _inactive(account) from None
-        deleted = UpdateSnapshotResponseSerializer(snapshot).data if snapshot is not None else None
+        deleted = represent(UpdateSnapshotResponseSerializer, snapshot) if snapshot is not None else None
         return Response({"status": "success", "deleted_snapshot": deleted})
 
 
@@ -401,7 +401,7 @@ class RunsView(TargetAccountView):
         else:
             account = self.target_account(request, self.query.get("account_id"))
             runs = selectors.setup_runs_recent(account=account, limit=self.query["limit"])
-        return Response({"status": "success", "runs": RunSerializer(runs, many=True).data})
+        return Response({"status": "success", "runs": [represent(RunSerializer, run) for run in runs]})
 
 
 class SandboxCommandsView(TargetAccountView):
@@ -552,4 +552,4 @@ class SandboxStopView(TargetAccountView):
         except live.LiveSandboxError as exc:
             raise LIVE_ERROR_ANSWERS[type(exc)](str(exc)) from None
         return Response({"status": "success",
-                         "snapshot": UpdateSnapshotResponseSerializer(snapshot).data if snapshot else None})
+                         "snapshot": represent(UpdateSnapshotResponseSerializer, snapshot) if snapshot else None})
