@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import cache, partial
+from functools import cache, cached_property, partial
 
 from django.conf import settings
 from django.db import connections, router, transaction
@@ -26,9 +26,11 @@ from sandboxes.models import ACTIVE_RUN, ACTIVE_RUN_SQL, LiveSandbox, SetupRun, 
 from sandboxes.pipeline import undo_run_resources
 from sandboxes.providers import get_git_host, get_sandbox_backend
 from sandboxes.providers.base import (
+    GitHost,
     NotOurRepository,
     ProviderError,
     Repository,
+    SandboxBackend,
     repositories_grouped_by_account,
 )
 from sandboxes.selectors import model_from_row, sandbox_repositories
@@ -247,10 +249,13 @@ class _ProvidersPerThread(threading.local):
     threads), and a GitHub App token is fetched once per thread, not per sandbox.
     """
 
-    def get(self):
-        if not hasattr(self, "git_host"):
-            self.git_host, self.backend = get_git_host(), get_sandbox_backend()
-        return self.git_host, self.backend
+    @cached_property
+    def git_host(self) -> GitHost:
+        return get_git_host()
+
+    @cached_property
+    def backend(self) -> SandboxBackend:
+        return get_sandbox_backend()
 
 
 def _delete_outside(
@@ -258,10 +263,9 @@ def _delete_outside(
     providers: _ProvidersPerThread,
 ) -> None:
     """Delete this deployment's repositories, then the snapshot; stop at the first failure and say what failed."""
-    git_host, backend = providers.get()
     for repository in repositories:
         try:
-            if git_host.delete_repository(repository=repository):
+            if providers.git_host.delete_repository(repository=repository):
                 deletion.repositories.append(repository.name)
         except NotOurRepository as exc:  # its mark changed since the listing
             deletion.left_alone.append(f"{repository.name}: {exc}")
@@ -270,7 +274,7 @@ def _delete_outside(
             return
     if snapshot is not None:
         try:
-            backend.delete_snapshot(snapshot.snapshot_id)
+            providers.backend.delete_snapshot(snapshot.snapshot_id)
         except ProviderError as exc:
             deletion.error = f"Failed to delete snapshot {snapshot.snapshot_id}: {exc}"
 
@@ -310,7 +314,7 @@ def sandboxes_delete(
     listed = repositories
     if listed is None:
         try:
-            listed = repositories_grouped_by_account(providers.get()[0].list_all_repositories())
+            listed = repositories_grouped_by_account(providers.git_host.list_all_repositories())
         except ProviderError as exc:
             for deletion in deletions:
                 deletion.error = f"Failed to list the repositories of the account: {exc}"
