@@ -4,12 +4,13 @@ Each test runs `make run PORT=<port>` in a process group of its own, with a
 VAR_DIR of its own (a fresh SQLite database and local storage) and none of
 the service's variables set, as in a fresh clone:
 
-- it migrates, then serves on the port, and its worker runs setups: the
-  README's organization example, run as typed (only the port differs),
-  sets up a member's sandbox and follows the run until the worker completes
-  it; the web server and the worker warn once each about the development
-  secrets; Ctrl-C (SIGINT to the group, as a terminal sends it) stops
-  everything;
+- it migrates, then serves on the port, and its worker runs setups; the web
+  server and the worker warn once each about the development secrets;
+  Ctrl-C (SIGINT to the group, as a terminal sends it) stops everything;
+- against it, the shell blocks of the README and of docs/ that a reader
+  types run as typed (only the port differs), one after another in the order
+  the reader meets them, from a folder laid out as the checkout; each is
+  checked by what it prints (see `Reader`);
 - a port that is taken stops it at once with one line, before anything starts;
 - a migration that fails (a database it cannot reach) starts neither the web
   server nor the worker.
@@ -25,17 +26,17 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.processes import free_port, manage
+from tests.doc_blocks import marked_block
+from tests.processes import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-README_MARKER = "<!-- organization-example"
-LIVE_MARKER = "<!-- live-sandbox-example"
 STARTUP_TIMEOUT = 120
+BLOCK_TIMEOUT = 120
 # What a fresh clone's shell does not have: the service's variables, and a
 # make that would run as a sub-make of `make test`.
 NOT_INHERITED = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "API_KEY_PEPPER", "DEBUG", "ALLOWED_HOSTS",
@@ -125,8 +126,18 @@ class MakeRun:
 
 
 @pytest.fixture
-def var_dir(tmp_path) -> Path:
-    return tmp_path / "var"
+def checkout(tmp_path) -> Path:
+    """Where the reader types: .venv and manage.py of this checkout, and var/, the server's VAR_DIR."""
+    folder = tmp_path / "checkout"
+    folder.mkdir()
+    for name in (".venv", "manage.py"):
+        (folder / name).symlink_to(REPO / name)
+    return folder
+
+
+@pytest.fixture
+def var_dir(checkout) -> Path:
+    return checkout / "var"
 
 
 @pytest.fixture
@@ -143,80 +154,105 @@ def started(tmp_path, var_dir):
         run.kill()
 
 
-def readme_example(marker: str, port: int) -> str:
-    """The README's sh block after `marker`, with the port of the test's server instead of 8000."""
-    readme = (REPO / "README.md").read_text()
-    assert marker in readme, f"README.md has no {marker} block"
-    match = re.search(r"```sh\n(.*?)```", readme.split(marker, 1)[1], re.DOTALL)
-    assert match, f"the {marker} marker is not followed by a sh block"
-    block = match.group(1)
-    assert "http://127.0.0.1:8000/" in block
-    return block.replace("http://127.0.0.1:8000/", f"http://127.0.0.1:{port}/")
-
-
-def organization_example(port: int) -> str:
-    """The README's organization example, with the port of the test's server instead of 8000."""
-    return readme_example(README_MARKER, port)
-
-
 def json_documents(output: str) -> list:
-    """The JSON objects printed, in order: curl prints no newline after a body, so several may share a line."""
-    decoder, documents = json.JSONDecoder(), []
-    for line in output.splitlines():
-        position = 0
-        while line.startswith("{", position):
-            document, position = decoder.raw_decode(line, position)
+    """The JSON objects printed, in order: curl prints no newline after a body, so several may share a
+    line, and a command's report may span several."""
+    decoder, documents, position = json.JSONDecoder(), [], 0
+    while position < len(output):
+        if output.startswith("{", position):
+            document, position = decoder.raw_decode(output, position)
             documents.append(document)
+        else:
+            newline = output.find("\n", position)
+            position = len(output) if newline == -1 else newline + 1
     return documents
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="the README's example uses curl")
-def test_make_run_migrates_serves_runs_setups_and_stops_on_ctrl_c(started, var_dir):
+@dataclass
+class Reader:
+    """A reader at a terminal in the checkout, typing the docs' blocks one after another against `make run`.
+
+    Each block runs in its own bash (-e: a command that fails stops it) with the
+    text of the page, only the port changed. The variables a block sets
+    (ACCOUNT, KEY, …) are in the environment of the blocks that follow, as
+    they would be in the reader's shell.
+    """
+
+    server: MakeRun
+    cwd: Path
+    env: dict
+    variables: dict = field(default_factory=dict)
+
+    def types(self, name: str) -> str:
+        """Runs the block marked `name`; its stdout."""
+        block = marked_block(name)
+        assigned = dict.fromkeys(re.findall(r"^(?:export )?([A-Za-z_]\w*)=", block.text, re.MULTILINE))
+        # After the block, what it assigned goes to the file named by $0, NUL-separated.
+        keep = "".join(f'printf "%s\\0" "{variable}=${{{variable}}}" >>"$0"\n' for variable in assigned)
+        kept = self.cwd.parent / f"variables-{name}"
+        try:
+            done = subprocess.run(["bash", "-e", "-c", block.with_port(self.server.port) + keep, str(kept)],
+                                  cwd=self.cwd, env={**self.env, **self.variables}, capture_output=True,
+                                  text=True, timeout=BLOCK_TIMEOUT)
+        except subprocess.TimeoutExpired as expired:
+            pytest.fail(self.server.report(f"{block.where} ({name}) did not finish within {BLOCK_TIMEOUT} s:\n"
+                                           f"{expired.stdout}\n{expired.stderr}"))
+        if done.returncode != 0:
+            pytest.fail(self.server.report(f"{block.where} ({name}) exited with {done.returncode}:\n"
+                                           f"{done.stdout}\n{done.stderr}"))
+        if assigned:
+            self.variables.update(entry.split("=", 1) for entry in kept.read_text().split("\0") if entry)
+        return done.stdout
+
+    def types_json(self, name: str) -> list:
+        """Runs the block marked `name`; the JSON objects it printed."""
+        return json_documents(self.types(name))
+
+
+def walk_through(reader: Reader):
+    """README: an account and its key, a setup followed to its end, the repository cloned, the delete."""
+    printed = reader.types("walk-through")
+    polled, deleted = json_documents(printed)
+    account, key, run_id = (reader.variables[name] for name in ("ACCOUNT", "KEY", "RUN"))
+    assert key.startswith("sbx_") and run_id.startswith("run_"), reader.variables
+    [completed] = polled["runs"]
+    assert (completed["id"], completed["account_id"], completed["status"]) == (run_id, account, "COMPLETED"), polled
+    assert completed["output"]["github_repo"].endswith(f"/var/git/alice-example-{account}.git"), completed
+    assert {".gitignore", "README.md", "workspace"} <= set(printed.splitlines()), printed  # the clone's ls -A
+    assert deleted["deleted_snapshot"]["snapshot_id"] == completed["output"]["snapshot_id"], deleted
+
+
+def live_sandbox(reader: Reader):
+    """README: start, a command, an upload, stop."""
+    started_sandbox, command, upload, stopped = reader.types_json("live-sandbox-example")
+    assert started_sandbox["sandboxes"][0]["sandboxStatus"] == "running", started_sandbox
+    assert command["exitCode"] == 0 and "README.md" in command["stdout"].split(), command
+    assert [entry["path"] for entry in upload["uploaded"]] == ["hello.py"], upload
+    assert stopped["snapshot"]["snapshot_id"].startswith("snap_"), stopped
+
+
+def organization(reader: Reader):
+    """README: Alice, an owner of Acme, sets up its member Bob's sandbox and follows the run to its end."""
+    polled, recent = reader.types_json("organization-example")
+    bob, bob_run = reader.variables["BOB"], reader.variables["BOB_RUN"]
+    assert bob != reader.variables["ACCOUNT"]
+    [completed] = polled["runs"]
+    assert (completed["id"], completed["account_id"], completed["status"]) == (bob_run, bob, "COMPLETED"), polled
+    assert completed["output"]["snapshot_id"].startswith("snap_"), completed
+    assert [(listed["id"], listed["account_id"]) for listed in recent["runs"]] == [(bob_run, bob)], recent
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the docs' blocks use curl")
+def test_make_run_migrates_serves_the_docs_blocks_and_stops_on_ctrl_c(started, checkout, var_dir):
     port = free_port()
     run = started(port)
     run.wait_until_healthy()
     assert (var_dir / "db.sqlite3").is_file()
 
-    # The README's walk-through: Alice with a key, then its organization example as typed.
-    env = fresh_clone_environment(var_dir, DEBUG="1")
-    account = manage(env, "create_account", "--name", "Alice Example",
-                     "--email", "alice@example.com").stdout.strip()
-    key = manage(env, "create_api_key", "--account", account, "--name", "laptop", "--scope", "sandboxes:read",
-                 "--scope", "sandboxes:setup", "--scope", "sandboxes:exec",
-                 "--scope", "sandboxes:delete").stdout.splitlines()[-1]
-    example = subprocess.run(["bash", "-e", "-c", organization_example(port)], cwd=REPO,
-                             env={**env, "ACCOUNT": account, "KEY": key}, capture_output=True, text=True, timeout=120)
-    assert example.returncode == 0, run.report(f"the README's example failed: {example.stdout}{example.stderr}")
-    by_id, recent = json_documents(example.stdout)
-    [polled] = by_id["runs"]
-    assert by_id["status"] == "success" and polled["id"].startswith("run_"), by_id
-    bob = polled["account_id"]
-    assert bob != account
-    assert [listed["id"] for listed in recent["runs"]] == [polled["id"]], recent
-    assert all(listed["account_id"] == bob for listed in recent["runs"])
-
-    # The worker completes the run.
-    deadline = time.monotonic() + 90
-    while True:
-        status, body = run.get(f"/api/tasks/runs?runId={polled['id']}", key=key)
-        assert status == 200, run.report(f"polling answered {status} {body}")
-        [state] = body["runs"]
-        if state["status"] not in ("QUEUED", "EXECUTING"):
-            break
-        assert time.monotonic() < deadline, run.report(f"the run did not finish: {state}")
-        time.sleep(0.5)
-    assert state["status"] == "COMPLETED", run.report(f"the run ended {state}")
-    assert state["output"]["snapshot_id"].startswith("snap_")
-
-    # The live sandbox example, as typed: start, a command, an upload, stop.
-    live = subprocess.run(["bash", "-e", "-c", readme_example(LIVE_MARKER, port)], cwd=REPO,
-                          env={**env, "ACCOUNT": account, "KEY": key}, capture_output=True, text=True, timeout=120)
-    assert live.returncode == 0, run.report(f"the README's live example failed: {live.stdout}{live.stderr}")
-    started_sandbox, command, upload, stopped = json_documents(live.stdout)
-    assert started_sandbox["sandboxes"][0]["sandboxStatus"] == "running", started_sandbox
-    assert command["exitCode"] == 0 and "README.md" in command["stdout"].split(), command
-    assert [entry["path"] for entry in upload["uploaded"]] == ["hello.py"], upload
-    assert stopped["snapshot"]["snapshot_id"].startswith("snap_"), stopped
+    reader = Reader(server=run, cwd=checkout, env=fresh_clone_environment(var_dir))
+    walk_through(reader)
+    live_sandbox(reader)
+    organization(reader)
 
     run.interrupt()
     run.wait_for_exit(timeout=60)
