@@ -242,6 +242,41 @@ def organization(reader: Reader):
     assert [(listed["id"], listed["account_id"]) for listed in recent["runs"]] == [(bob_run, bob)], recent
 
 
+def api_page(reader: Reader):
+    """docs/api.md: the sandbox's state, a file, a renewal; a retried setup; key scopes; the audit trail."""
+    account, key = reader.variables["ACCOUNT"], reader.variables["KEY"]
+    set_up, state, read, renewed = reader.types_json("sandbox-state")
+    assert set_up["runId"].startswith("run_"), set_up
+    assert (state["state"], state["last_run"]["id"], state["last_run"]["status"]) == (
+        "ready", set_up["runId"], "COMPLETED"), state
+    assert state["sandbox"] is None, state  # the README's live sandbox was stopped
+    # The README's live example uploaded hello.py; this setup starts from the repository it was committed to.
+    assert {"hello.py", "workspace", "workspace/README.md"} <= {entry["path"] for entry in state["filetree"]}, state
+    assert (read["path"], read["encoding"]) == ("workspace/README.md", "utf-8") and read["content"], read
+    assert renewed["snapshot"]["snapshot_id"] == state["snapshot_id"], renewed
+    assert renewed["snapshot"]["expires_at"] > state["expires_at"], (renewed, state)
+
+    printed = reader.types("idempotency-key")
+    first, replayed = json_documents(printed)
+    assert first == replayed and first["runId"].startswith("run_"), printed
+    assert "\nIdempotent-Replayed: true" in printed.replace("\r\n", "\n"), printed
+
+    printed = reader.types("key-scopes")
+    laptop, ci = key[:12], reader.variables["CI_KEY"][:12]
+    assert printed.splitlines() == [
+        f"{laptop}… (laptop): sandboxes:read sandboxes:setup sandboxes:exec sandboxes:delete → "
+        "sandboxes:read sandboxes:setup sandboxes:exec sandboxes:delete audit:read",
+        "1 of 1 key(s) changed.",
+        f"{ci}… (ci): sandboxes:read sandboxes:setup → sandboxes:read",
+        "1 of 1 key(s) changed.",
+    ], printed
+
+    [trail] = reader.types_json("audit-trail")
+    [deleted] = trail["events"]  # the walk-through's delete
+    assert (deleted["action"], deleted["account_id"], trail["next"]) == ("sandbox.deleted", account, None), trail
+    assert deleted["actor"] == {"kind": "key", "name": f"{key[:12]}…"}, trail
+
+
 @pytest.mark.skipif(shutil.which("curl") is None, reason="the docs' blocks use curl")
 def test_make_run_migrates_serves_the_docs_blocks_and_stops_on_ctrl_c(started, checkout, var_dir):
     port = free_port()
@@ -253,6 +288,7 @@ def test_make_run_migrates_serves_the_docs_blocks_and_stops_on_ctrl_c(started, c
     walk_through(reader)
     live_sandbox(reader)
     organization(reader)
+    api_page(reader)
 
     run.interrupt()
     run.wait_for_exit(timeout=60)
