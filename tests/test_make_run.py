@@ -35,6 +35,7 @@ from tests.doc_blocks import marked_block
 from tests.processes import free_port
 
 REPO = Path(__file__).resolve().parents[1]
+STAND_IN_DNS = REPO / "tests" / "stand_in_dns"
 STARTUP_TIMEOUT = 120
 BLOCK_TIMEOUT = 120
 # What a fresh clone's shell does not have: the service's variables, and a
@@ -175,7 +176,9 @@ class Reader:
     Each block runs in its own bash (-e: a command that fails stops it) with the
     text of the page, only the port changed. The variables a block sets
     (ACCOUNT, KEY, …) are in the environment of the blocks that follow, as
-    they would be in the reader's shell.
+    they would be in the reader's shell. Python finds tests/stand_in_dns
+    first: a test machine may have no DNS, and the webhook URLs the docs show
+    name hooks.example.com.
     """
 
     server: MakeRun
@@ -277,6 +280,34 @@ def api_page(reader: Reader):
     assert deleted["actor"] == {"kind": "key", "name": f"{key[:12]}…"}, trail
 
 
+def operations_page(reader: Reader):
+    """docs/operations.md: cleanup_sandboxes, a dry run, a run that would ask, and acme's members in JSON."""
+    printed = reader.types("bulk-cleanup")
+    [report] = json_documents(printed)
+    assert printed.splitlines()[:3] == [
+        "0 sandbox(es) selected: sandboxes expired",
+        "Dry run: 0 sandbox(es) would be deleted (sandboxes expired); nothing was deleted",
+        "0 sandbox(es) selected: sandboxes expired",
+    ], printed
+    assert printed.splitlines()[3].startswith("Cleanup of sandboxes expired: selected 0, deleted 0, failed 0,"), printed
+    assert report["rule"]["organization_ids"] == [reader.variables["ORG"]], report
+    assert (report["ok"], report["selected"], report["failed"], report["failures"]) == (True, 0, 0, []), report
+
+
+def webhooks_page(reader: Reader):
+    """docs/webhooks.md: an endpoint of Alice's account and one of acme, listed; acme's rotated and disabled."""
+    printed = reader.types("webhook-commands")
+    acme_secret, alices, acmes, rotated, disabled = printed.splitlines()
+    hook = reader.variables["HOOK"]
+    assert reader.variables["SECRET"].startswith("whsec_") and acme_secret.startswith("whsec_"), printed
+    assert alices.split("\t")[1:] == ["active", f"account {reader.variables['ACCOUNT']}", "all",
+                                      "https://hooks.example.com/sandboxes"], printed
+    assert acmes.split("\t") == [hook, "active", "organization acme", "run.completed,run.failed",
+                                 "https://hooks.example.com/acme"], printed
+    assert rotated.startswith("whsec_") and rotated != acme_secret, printed
+    assert disabled == f"Disabled webhook endpoint {hook} (https://hooks.example.com/acme)", printed
+
+
 @pytest.mark.skipif(shutil.which("curl") is None, reason="the docs' blocks use curl")
 def test_make_run_migrates_serves_the_docs_blocks_and_stops_on_ctrl_c(started, checkout, var_dir):
     port = free_port()
@@ -284,11 +315,13 @@ def test_make_run_migrates_serves_the_docs_blocks_and_stops_on_ctrl_c(started, c
     run.wait_until_healthy()
     assert (var_dir / "db.sqlite3").is_file()
 
-    reader = Reader(server=run, cwd=checkout, env=fresh_clone_environment(var_dir))
+    reader = Reader(server=run, cwd=checkout, env=fresh_clone_environment(var_dir, PYTHONPATH=str(STAND_IN_DNS)))
     walk_through(reader)
     live_sandbox(reader)
     organization(reader)
     api_page(reader)
+    operations_page(reader)
+    webhooks_page(reader)
 
     run.interrupt()
     run.wait_for_exit(timeout=60)
