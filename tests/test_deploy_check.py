@@ -17,17 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.doc_blocks import marked_block
+
 REPO = Path(__file__).resolve().parents[1]
-MARKER = "<!-- production-environment"
 
 
 def production_block() -> str:
-    page = (REPO / "docs" / "security.md").read_text()
-    assert MARKER in page, "docs/security.md has no production-environment block"
-    after = page.split(MARKER, 1)[1]
-    match = re.search(r"```sh\n(.*?)```", after, re.DOTALL)
-    assert match, "the production-environment marker is not followed by a sh block"
-    return match.group(1)
+    return marked_block("production-environment").text
 
 
 def variables_of(block: str) -> list[str]:
