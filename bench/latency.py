@@ -49,7 +49,7 @@ import sys
 import time
 import uuid
 
-from service import BenchService, percentile
+from service import BenchService, api_call, percentile
 
 CONFIGURATIONS = ("embedded", "redis")
 BACKENDS = ("local", "docker")
@@ -113,22 +113,13 @@ def docker_unavailable() -> str:
 
 
 # --- one client ------------------------------------------------------------------------------
-def call(base_url: str, key: str, method: str, path: str, body: bytes | None = None) -> dict:
-    import urllib.request
-
-    request = urllib.request.Request(base_url + path, data=body, method=method,
-                                      headers={"x-api-key": key, "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as answer:
-        return json.loads(answer.read())
-
-
 def one_setup(base_url: str, key: str, *, poll: float, timeout: int) -> dict:
     """Request a setup and poll its run until it has ended: the run's id, its status, and the client's wait."""
     sent = time.perf_counter()
-    run_id = call(base_url, key, "POST", "/api/sandboxes/setup", b"{}")["runId"]
+    run_id = api_call(base_url, key, "POST", "/api/sandboxes/setup", b"{}")["runId"]
     while True:
         time.sleep(poll)
-        run = call(base_url, key, "GET", f"/api/tasks/runs?runId={run_id}")["runs"][0]
+        run = api_call(base_url, key, "GET", f"/api/tasks/runs?runId={run_id}")["runs"][0]
         if run["status"] not in ACTIVE:
             return {"run_id": run_id, "status": run["status"], "error": run.get("error") or "",
                     "seen": time.perf_counter() - sent}

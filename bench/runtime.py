@@ -62,14 +62,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from datetime import datetime
 from functools import partial
 from pathlib import Path
 
-from service import ROOT, BenchService, percentile
+from service import ROOT, BenchService, api_call, percentile
 
 SETUP_TARGET = 1.5  # docker's median setup / local's, at most
 CREATE_TARGET = 0.8  # backend's create throughput / bare containers.run's, at least
@@ -127,21 +125,14 @@ def seed_keys(service: BenchService, count: int, prefix: str) -> list[str]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def call(base_url: str, key: str, method: str, path: str, body: bytes | None = None) -> dict:
-    request = urllib.request.Request(base_url + path, data=body, method=method,
-                                      headers={"x-api-key": key, "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as answer:
-        return json.loads(answer.read())
-
-
 def one_setup(base_url: str, key: str, *, poll: float, timeout: int) -> dict:
     """Request a setup, poll the run until it has ended; the run as the API gives it, and the client's times."""
     sent_wall, sent = time.time(), time.perf_counter()
-    run_id = call(base_url, key, "POST", "/api/sandboxes/setup", b"{}")["runId"]
+    run_id = api_call(base_url, key, "POST", "/api/sandboxes/setup", b"{}")["runId"]
     deadline = sent + timeout
     while True:
         time.sleep(poll)
-        run = call(base_url, key, "GET", f"/api/tasks/runs?runId={run_id}")["runs"][0]
+        run = api_call(base_url, key, "GET", f"/api/tasks/runs?runId={run_id}")["runs"][0]
         if run["status"] not in ACTIVE:
             seen = time.perf_counter()
             break

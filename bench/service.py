@@ -215,6 +215,14 @@ def seed_accounts(count: int, *, prefix: str) -> list[tuple[object, str]]:
     return list(zip(accounts, raw_keys))
 
 
+def api_call(base_url: str, key: str, method: str, path: str, body: bytes | None = None) -> dict:
+    """One API request with the key; its JSON answer (an HTTP error raises urllib's HTTPError)."""
+    request = urllib.request.Request(base_url + path, data=body, method=method,
+                                     headers={"x-api-key": key, "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        return json.loads(answer.read())
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     if not ordered:
