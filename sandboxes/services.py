@@ -364,6 +364,14 @@ def _cancel_runs_and_read(account_ids: list, *, canceled_at) -> _Found:
     columns: every delete starts with it, and Django compiling its parts cost
     more CPU than the database running them (bench/README.md, "DELETE
     /api/sandboxes"). Elsewhere, two statements.
+
+    One account's ids travel as single values, many accounts' as arrays.
+    PostgreSQL plans a prepared statement anew each time it runs while its
+    one plan for any parameters (the generic plan) looks costlier than one
+    made for the values at hand: for an array of unknown length it always
+    does, and planning cost a delete more of the database's CPU than running
+    the statement. With single values the generic plan is the same plan, and
+    PostgreSQL keeps it. https://www.postgresql.org/docs/current/sql-prepare.html#SQL-PREPARE-NOTES
     https://www.postgresql.org/docs/current/queries-with.html#QUERIES-WITH-MODIFYING
     """
     canceled = {"status": SetupRun.Status.CANCELED, "finished_at": canceled_at, "error": DELETE_CANCELED_ERROR}
@@ -374,8 +382,11 @@ def _cancel_runs_and_read(account_ids: list, *, canceled_at) -> _Found:
                       maybe_live=account_ids)
     run_fields = {name: SetupRun._meta.get_field(name) for name in canceled}
     ids = [Snapshot._meta.pk.get_db_prep_value(account_id, connection) for account_id in account_ids]
+    one = len(ids) == 1
+    if one:
+        [ids] = ids
     with connection.cursor() as cursor:
-        cursor.execute(_cancel_runs_and_read_sql(connection.alias), [
+        cursor.execute(_cancel_runs_and_read_sql(connection.alias, one=one), [
             *(run_fields[name].get_db_prep_save(value, connection) for name, value in canceled.items()), ids, ids,
         ])
         rows = cursor.fetchall()
@@ -386,8 +397,9 @@ def _cancel_runs_and_read(account_ids: list, *, canceled_at) -> _Found:
 
 
 @cache
-def _cancel_runs_and_read_sql(alias: str) -> str:
-    quote = connections[alias].ops.quote_name
+def _cancel_runs_and_read_sql(alias: str, *, one: bool) -> str:
+    connection = connections[alias]
+    quote = connection.ops.quote_name
     runs, snapshots = quote(SetupRun._meta.db_table), quote(Snapshot._meta.db_table)
     run_column = {name: quote(SetupRun._meta.get_field(name).column)
                   for name in ("status", "finished_at", "error", "account")}
@@ -395,17 +407,21 @@ def _cancel_runs_and_read_sql(alias: str) -> str:
     live_sandboxes = quote(LiveSandbox._meta.db_table)
     live_statuses = ", ".join(f"'{status}'" for status in LiveSandbox.LIVE_STATUSES)
     account = quote("account_id")
-    # The ids as one array: one statement whatever their number, which PostgreSQL prepares once. A row for
-    # each account: whether it has a live sandbox (at most one: a conditional unique constraint), whether a
-    # run of it was canceled (at most one was active: another), its snapshot.
+    # Many accounts' ids as one array, one statement whatever their number; one account's id as a single
+    # value (see above). A row for each account: whether it has a live sandbox (at most one: a conditional
+    # unique constraint), whether a run of it was canceled (at most one was active: another), its snapshot.
+    if one:
+        is_listed, listed = "= %s", f"(SELECT CAST(%s AS {Snapshot._meta.pk.db_type(connection)}) AS id) AS a"
+    else:
+        is_listed, listed = "= ANY(%s)", "unnest(%s) AS a(id)"
     return (
         f"WITH canceled AS (UPDATE {runs} "
         f"SET {run_column['status']} = %s, {run_column['finished_at']} = %s, {run_column['error']} = %s "
-        f"WHERE {ACTIVE_RUN_SQL} AND {run_column['account']} = ANY(%s) RETURNING {run_column['account']}) "
+        f"WHERE {ACTIVE_RUN_SQL} AND {run_column['account']} {is_listed} RETURNING {run_column['account']}) "
         f"SELECT a.id, EXISTS (SELECT 1 FROM {live_sandboxes} l WHERE l.{account} = a.id "
         f"AND l.{quote('status')} IN ({live_statuses})), "
         f"EXISTS (SELECT 1 FROM canceled c WHERE c.{account} = a.id), {snapshot_columns} "
-        f"FROM unnest(%s) AS a(id) LEFT JOIN {snapshots} s ON s.{account} = a.id"
+        f"FROM {listed} LEFT JOIN {snapshots} s ON s.{account} = a.id"
     )
 
 
@@ -413,7 +429,9 @@ def _record_deletions(deletions: list[SandboxDeletion], snapshots: dict, actor: 
                       runs_canceled: list, expired: bool) -> None:
     done = [d for d in deletions if d.ok and d.account_id in snapshots]
     action = Action.SANDBOX_REVOKED if actor.is_staff_user else Action.SANDBOX_DELETED
-    # With no row to remove, the audit INSERT is the only write: no transaction needed.
+    # With no row to remove, the audit INSERT is the only write: no transaction needed. Where the delete
+    # found nothing at all, its event does not wait for the disk either (audit_record_many).
+    found_nothing = not done and not runs_canceled and all(d.ok and not d.deleted_anything for d in deletions)
     with transaction.atomic() if done else nullcontext():
         if done:
             # snapshot_id is unique, so the pair of lists names exactly these
@@ -431,7 +449,7 @@ def _record_deletions(deletions: list[SandboxDeletion], snapshots: dict, actor: 
                 for deletion in done:
                     if deletion.account_id not in still_there:
                         deletion.snapshot = snapshots[deletion.account_id]
-        audit_record_many(
+        audit_record_many([
             audit_event(
                 action=action if deletion.error or deletion.deleted_anything else Action.NOTHING_TO_DELETE,
                 actor=actor,
@@ -440,7 +458,7 @@ def _record_deletions(deletions: list[SandboxDeletion], snapshots: dict, actor: 
                 detail=_deletion_detail(deletion),
             )
             for deletion in deletions
-        )
+        ], durable=not found_nothing)
         events.sandboxes_deleted(
             snapshots=[d.snapshot for d in done if d.snapshot is not None], actor=actor, expired=expired,
             runs_canceled_at=canceled_at, account_ids=runs_canceled,

@@ -15,7 +15,9 @@ delete costs more round trips).
 """
 
 import pytest
+from django.db import connection, transaction
 
+from accounts.audit import Actor, audit_event, audit_record_many
 from accounts.models import AuditEvent
 from sandboxes.models import SetupRun, Snapshot
 from tests.conftest import requires_postgres
@@ -128,3 +130,54 @@ def test_a_renewal_stays_within_budget(caller_with_a_sandbox, api, django_assert
     renewed = Snapshot.objects.get(account=caller_with_a_sandbox.account)
     assert response.json()["snapshot"]["snapshot_id"] == renewed.snapshot_id
     assert AuditEvent.objects.filter(action=AuditEvent.Action.SANDBOX_RENEWED).count() == 1
+
+
+# --- what PostgreSQL does with a delete's statements ----------------------------------------------------------
+
+
+def _plans_of_statements_starting(text: str) -> tuple[int, int]:
+    """(generic, custom) plans PostgreSQL made for this connection's prepared statements that start so."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT COALESCE(SUM(generic_plans), 0), COALESCE(SUM(custom_plans), 0) "
+                       "FROM pg_prepared_statements WHERE statement LIKE %s", [text + "%"])
+        return cursor.fetchone()
+
+
+def test_a_delete_is_planned_once_per_connection_and_the_plan_kept(caller, api):
+    # psycopg prepares a statement run 5 times (config/settings.py). PostgreSQL plans a prepared statement
+    # again on every run while its plan for any values looks costlier than one for the values at hand, as
+    # it does with an array of ids: 20 deletes cost 20 plans where each could be one.
+    for _ in range(20):
+        assert api.delete(caller.key).json()["deleted_snapshot"] is None
+
+    generic, custom = _plans_of_statements_starting("WITH canceled AS (UPDATE")
+    assert generic >= 1
+    assert custom <= 5  # the first runs of a prepared statement are planned for their values
+
+
+def test_the_event_of_a_delete_that_found_nothing_is_committed_without_lasting_settings(caller, api):
+    # It is committed without waiting for the disk (synchronous_commit off for its own transaction only):
+    # the connection's next transactions wait again.
+    response = api.delete(caller.key)
+
+    assert response.json()["deleted_snapshot"] is None
+    assert AuditEvent.objects.filter(account_ref=caller.account.pk, action=AuditEvent.Action.NOTHING_TO_DELETE).exists()
+    assert _synchronous_commit() == "on"
+
+
+def test_an_event_recorded_inside_a_change_never_relaxes_the_changes_commit(caller):
+    event = audit_event(action=AuditEvent.Action.NOTHING_TO_DELETE, actor=Actor.command("tests"),
+                        account=caller.account)
+
+    with transaction.atomic():
+        audit_record_many([event], durable=False)
+        relaxed_inside = _synchronous_commit()
+
+    assert relaxed_inside == "on"
+    assert AuditEvent.objects.filter(pk=event.pk).exists()
+
+
+def _synchronous_commit() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        return cursor.fetchone()[0]
