@@ -15,22 +15,26 @@ SimpleRateThrottle keeps a list of the key's request times instead, read and
 written back whole by every request: two round trips to the cache, a list as
 long as the rate to carry each way, and concurrent requests that read the
 same list overwrite each other's entry, so a key with parallel connections
-gets through more often than its rate. On Redis a counter is one round trip
-(django-redis's `incr` is one atomic script) and concurrent requests cannot
-lose a count; the database cache's `incr` reads and writes back, as DRF's
-list does. What a fixed window gives up: a key may spend its rate at the end
-of one window and again at the start of the next. Each key's windows start
-at their own second within the period, so that the keys refused in one
-window do not all come back at the same moment.
+gets through more often than its rate. On Redis a counter is one round trip,
+also for a window's first request, which opens the counter and gives it its
+lifetime (`_count_on_redis`), and concurrent requests cannot lose a count;
+the database cache's `incr` reads and writes back, as DRF's list does. What
+a fixed window gives up: a key may spend its rate at the end of one window
+and again at the start of the next. Each key's windows start at their own
+second within the period, so that the keys refused in one window do not all
+come back at the same moment.
 """
 
 import logging
 import math
 import zlib
 from dataclasses import dataclass
+from functools import lru_cache
 
 from django.conf import settings
+from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.core.exceptions import ImproperlyConfigured
+from django_redis.cache import RedisCache
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework.exceptions import APIException
@@ -111,12 +115,16 @@ class ApiKeyRateThrottle(ScopedRateThrottle):
 
     def _count(self, key: str) -> int:
         """Counts this request in the window's counter; returns the window's count so far."""
+        # The counter outlives its window by a second; the key's next window has a counter of its own.
+        lifetime = math.ceil(self.window.closes_at - self.now) + 1
+        backend = caches[DEFAULT_CACHE_ALIAS]
+        if isinstance(backend, RedisCache):
+            return _count_on_redis(backend, key, lifetime)
         try:
             return self.cache.incr(key)
         except ValueError:  # the window's first request
             pass
-        # The counter outlives its window by a second; the key's next window has a counter of its own.
-        if self.cache.add(key, 1, timeout=math.ceil(self.window.closes_at - self.now) + 1):
+        if self.cache.add(key, 1, timeout=lifetime):
             return 1
         try:
             return self.cache.incr(key)  # another request of the key opened the window just before
@@ -125,3 +133,25 @@ class ApiKeyRateThrottle(ScopedRateThrottle):
 
     def wait(self):
         return max(1, math.ceil(self.window.closes_at - self.now))
+
+
+# Raise the counter and, when this made it (its window's first request), give it its lifetime: one round
+# trip and one step, so that no counter is ever left without its expiry. django-redis's incr (a script
+# that refuses a missing key) and add would make the window's first request two round trips, and most
+# keys make a request or two in a window.
+COUNT_AND_EXPIRE = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
+
+
+def _count_on_redis(backend: RedisCache, key: str, lifetime: int) -> int:
+    client = backend.client.get_client(write=True)
+    return _count_and_expire_script(client)(keys=[backend.make_key(key)], args=[lifetime], client=client)
+
+
+@lru_cache(maxsize=16)  # a client per process; a few more where tests change the cache
+def _count_and_expire_script(client):
+    """The script, registered once per client: Redis is then sent its SHA1, not its text (EVALSHA)."""
+    return client.register_script(COUNT_AND_EXPIRE)
