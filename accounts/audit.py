@@ -152,7 +152,7 @@ def _insert(event: AuditEvent, *, durable: bool = True) -> None:
     if not connection.features.can_return_columns_from_insert:  # SQLite before 3.35
         event.save(using=connection.alias)
         return
-    values = [field.get_db_prep_save(field.pre_save(event, True), connection) for field in _inserted_fields()]
+    values = audit_insert_values(event, connection)
     durable = durable or connection.in_atomic_block or connection.vendor != "postgresql"
     with connection.cursor() as cursor:
         cursor.execute(_insert_sql(connection.alias, durable=durable), values)
@@ -160,17 +160,23 @@ def _insert(event: AuditEvent, *, durable: bool = True) -> None:
     event._state.adding, event._state.db = False, connection.alias
 
 
-def _inserted_fields() -> list:
+def audit_insert_fields() -> list:
+    """The fields a new event's INSERT writes, in order (all but its id)."""
     meta = AuditEvent._meta
     return [field for field in meta.local_concrete_fields if field is not meta.auto_field]
+
+
+def audit_insert_values(event: AuditEvent, connection) -> list:
+    """The values of a new event's INSERT, for audit_insert_fields(), prepared as Model.save() prepares them."""
+    return [field.get_db_prep_save(field.pre_save(event, True), connection) for field in audit_insert_fields()]
 
 
 @cache
 def _insert_sql(alias: str, *, durable: bool = True) -> str:
     quote = connections[alias].ops.quote_name
     meta = AuditEvent._meta
-    columns = ", ".join(quote(field.column) for field in _inserted_fields())
-    placeholders = ", ".join(["%s"] * len(_inserted_fields()))
+    columns = ", ".join(quote(field.column) for field in audit_insert_fields())
+    placeholders = ", ".join(["%s"] * len(audit_insert_fields()))
     # Not durable (PostgreSQL only): the statement is a transaction of its own, and setting
     # synchronous_commit for the current transaction while it runs (RETURNING is evaluated before the
     # commit) makes that commit asynchronous in the same round trip; the setting ends with it.

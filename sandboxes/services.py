@@ -18,7 +18,15 @@ from django.db import connections, router, transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from accounts.audit import WORKER, Actor, audit_event, audit_record, audit_record_many
+from accounts.audit import (
+    WORKER,
+    Actor,
+    audit_event,
+    audit_insert_fields,
+    audit_insert_values,
+    audit_record,
+    audit_record_many,
+)
 from accounts.models import Account, AuditEvent
 from config.queue import broker_options
 from sandboxes import events, live
@@ -32,6 +40,7 @@ from sandboxes.providers.base import (
     Repository,
     SandboxBackend,
     repositories_grouped_by_account,
+    repository_name_from_url,
 )
 from sandboxes.selectors import model_from_row, sandbox_repositories
 
@@ -43,6 +52,7 @@ STALE_RUN_ERROR = (
 )
 QUEUE_FAILED_ERROR = "Could not queue the setup: the queue broker did not answer; start the setup again"
 DELETE_CANCELED_ERROR = "Canceled: the sandbox was deleted"
+NOTHING_TO_DELETE_DETAIL = "No snapshot and no repository to delete"
 Action = AuditEvent.Action
 Outcome = AuditEvent.Outcome
 
@@ -298,26 +308,39 @@ def sandboxes_delete(
     `repositories` is the git host's listing grouped by account id
     (repositories_grouped_by_account), from a caller that deletes many
     batches and lists once; without it, the host is listed here.
+
+    The listing comes first, so that deleting one account that has nothing
+    left is one statement (`_cancel_runs_and_read` records its event when it
+    finds nothing either). Nothing is deleted before the runs are canceled: a
+    queued run must not set the sandbox up again behind us, and an executing
+    one stops before it saves a snapshot and removes the repository it made
+    (pipeline.undo_run_resources). A repository made after the listing by a
+    run that completed before the cancel is the found snapshot's own, missing
+    from the listing: then the host is listed again.
     """
     account_ids = [account.pk for account in accounts]
-    # Cancel first: a queued run must not set the sandbox up again behind us,
-    # and an executing one then stops before it saves a snapshot.
-    canceled_at = timezone.now()
-    found = _cancel_runs_and_read(account_ids, canceled_at=canceled_at)
-    snapshots = found.snapshots
     deletions = [SandboxDeletion(account_id=account_id) for account_id in account_ids]
+    providers = _ProvidersPerThread()
+    listed, listing_error = repositories, ""
+    if listed is None:
+        listed, listing_error = _list_repositories(providers)
+    canceled_at = timezone.now()
+    nothing_left_event = None
+    if len(account_ids) == 1 and listed is not None and not listed.get(str(account_ids[0])):
+        nothing_left_event = audit_event(action=Action.NOTHING_TO_DELETE, actor=actor, account=account_ids[0],
+                                         detail=NOTHING_TO_DELETE_DETAIL)
+    found = _cancel_runs_and_read(account_ids, canceled_at=canceled_at, nothing_left_event=nothing_left_event)
+    if found.recorded_nothing_left:
+        return deletions
+    snapshots = found.snapshots
+    if repositories is None and listed is not None and not all(
+        _listing_has_repository_of(snapshot, listed) for snapshot in snapshots.values()
+    ):
+        listed, listing_error = _list_repositories(providers)
     # A running sandbox goes first, without a snapshot: it would write one back.
     not_removed = live.live_sandboxes_remove(account_ids=found.maybe_live, actor=actor) if found.maybe_live else {}
     for deletion in deletions:
-        deletion.error = not_removed.get(deletion.account_id, "")
-    providers = _ProvidersPerThread()
-    listed = repositories
-    if listed is None:
-        try:
-            listed = repositories_grouped_by_account(providers.git_host.list_all_repositories())
-        except ProviderError as exc:
-            for deletion in deletions:
-                deletion.error = f"Failed to list the repositories of the account: {exc}"
+        deletion.error = not_removed.get(deletion.account_id, "") or listing_error
 
     if listed is not None:
         work = []
@@ -342,18 +365,38 @@ def sandboxes_delete(
     return deletions
 
 
+def _list_repositories(providers: _ProvidersPerThread) -> tuple[Mapping[str, list[Repository]] | None, str]:
+    """The git host's listing grouped by account id, or None and why it failed."""
+    try:
+        return repositories_grouped_by_account(providers.git_host.list_all_repositories()), ""
+    except ProviderError as exc:
+        return None, f"Failed to list the repositories of the account: {exc}"
+
+
+def _listing_has_repository_of(snapshot: Snapshot, listed: Mapping[str, list[Repository]]) -> bool:
+    """Whether the repository a snapshot records is in the listing (by its id, or by its name)."""
+    if not snapshot.github_repo:
+        return True
+    if snapshot.github_repo_id is not None and snapshot.github_repo_id in getattr(listed, "by_id", {}):
+        return True
+    name = repository_name_from_url(snapshot.github_repo)
+    return any(repository.name == name for repository in listed.get(str(snapshot.account_id), []))
+
+
 @dataclass(frozen=True)
 class _Found:
     """What a delete's first statement found: the accounts' Snapshot rows by account id, the accounts whose
     queued or executing run it canceled, and those that may have a live sandbox (elsewhere than on
-    PostgreSQL, every account: every one if any run was canceled)."""
+    PostgreSQL, every account: every one if any run was canceled), and whether it recorded the event of a
+    delete that found nothing."""
 
     snapshots: dict
     runs_canceled: list
     maybe_live: list
+    recorded_nothing_left: bool = False  # the one account had nothing: its event is recorded
 
 
-def _cancel_runs_and_read(account_ids: list, *, canceled_at) -> _Found:
+def _cancel_runs_and_read(account_ids: list, *, canceled_at, nothing_left_event: AuditEvent | None = None) -> _Found:
     """Cancel the accounts' queued and executing runs, and read their snapshots.
 
     On PostgreSQL one statement does it all (the UPDATE in a WITH, which runs
@@ -364,6 +407,12 @@ def _cancel_runs_and_read(account_ids: list, *, canceled_at) -> _Found:
     columns: every delete starts with it, and Django compiling its parts cost
     more CPU than the database running them (bench/README.md, "DELETE
     /api/sandboxes"). Elsewhere, two statements.
+
+    `nothing_left_event`, for one account the git host has nothing of: the
+    event of a delete that found nothing, which the same statement records
+    where it finds no snapshot, no run to cancel and no live sandbox either.
+    It is then the statement's only write, committed without waiting for the
+    disk (accounts/audit.py, audit_record_many).
 
     One account's ids travel as single values, many accounts' as arrays.
     PostgreSQL plans a prepared statement anew each time it runs while its
@@ -385,19 +434,25 @@ def _cancel_runs_and_read(account_ids: list, *, canceled_at) -> _Found:
     one = len(ids) == 1
     if one:
         [ids] = ids
+    record = nothing_left_event is not None and one
     with connection.cursor() as cursor:
-        cursor.execute(_cancel_runs_and_read_sql(connection.alias, one=one), [
+        cursor.execute(_cancel_runs_and_read_sql(connection.alias, one=one, record_nothing_left=record), [
             *(run_fields[name].get_db_prep_save(value, connection) for name, value in canceled.items()), ids, ids,
+            *(audit_insert_values(nothing_left_event, connection) if record else ()),
         ])
         rows = cursor.fetchall()
+    recorded = record and rows[0][-1]
+    if record:
+        rows = [row[:-1] for row in rows]
     snapshots = [model_from_row(Snapshot, row[3:], connection) for row in rows if row[3] is not None]
     return _Found(snapshots={snapshot.pk: snapshot for snapshot in snapshots},
                   runs_canceled=[account_id for account_id, _live, run_canceled, *_ in rows if run_canceled],
-                  maybe_live=[account_id for account_id, live, *_ in rows if live])
+                  maybe_live=[account_id for account_id, live, *_ in rows if live],
+                  recorded_nothing_left=recorded)
 
 
 @cache
-def _cancel_runs_and_read_sql(alias: str, *, one: bool) -> str:
+def _cancel_runs_and_read_sql(alias: str, *, one: bool, record_nothing_left: bool = False) -> str:
     connection = connections[alias]
     quote = connection.ops.quote_name
     runs, snapshots = quote(SetupRun._meta.db_table), quote(Snapshot._meta.db_table)
@@ -414,14 +469,29 @@ def _cancel_runs_and_read_sql(alias: str, *, one: bool) -> str:
         is_listed, listed = "= %s", f"(SELECT CAST(%s AS {Snapshot._meta.pk.db_type(connection)}) AS id) AS a"
     else:
         is_listed, listed = "= ANY(%s)", "unnest(%s) AS a(id)"
-    return (
+    found = (
+        f"SELECT a.id, EXISTS (SELECT 1 FROM {live_sandboxes} l WHERE l.{account} = a.id "
+        f"AND l.{quote('status')} IN ({live_statuses})) AS live, "
+        f"EXISTS (SELECT 1 FROM canceled c WHERE c.{account} = a.id) AS run_canceled, {snapshot_columns} "
+        f"FROM {listed} LEFT JOIN {snapshots} s ON s.{account} = a.id"
+    )
+    canceling = (
         f"WITH canceled AS (UPDATE {runs} "
         f"SET {run_column['status']} = %s, {run_column['finished_at']} = %s, {run_column['error']} = %s "
-        f"WHERE {ACTIVE_RUN_SQL} AND {run_column['account']} {is_listed} RETURNING {run_column['account']}) "
-        f"SELECT a.id, EXISTS (SELECT 1 FROM {live_sandboxes} l WHERE l.{account} = a.id "
-        f"AND l.{quote('status')} IN ({live_statuses})), "
-        f"EXISTS (SELECT 1 FROM canceled c WHERE c.{account} = a.id), {snapshot_columns} "
-        f"FROM {listed} LEFT JOIN {snapshots} s ON s.{account} = a.id"
+        f"WHERE {ACTIVE_RUN_SQL} AND {run_column['account']} {is_listed} RETURNING {run_column['account']})"
+    )
+    if not record_nothing_left:
+        return f"{canceling} {found}"
+    # The event's INSERT writes a row only where nothing was found, and so nothing canceled: the statement's
+    # only write, whose commit the setting in its RETURNING makes asynchronous (accounts/audit.py, _insert_sql).
+    columns = ", ".join(quote(field.column) for field in audit_insert_fields())
+    placeholders = ", ".join(["%s"] * len(audit_insert_fields()))
+    return (
+        f"{canceling}, found AS ({found}), "
+        f"recorded AS (INSERT INTO {quote(AuditEvent._meta.db_table)} ({columns}) SELECT {placeholders} FROM found "
+        f"WHERE NOT found.live AND NOT found.run_canceled AND found.{quote(Snapshot._meta.pk.column)} IS NULL "
+        f"RETURNING 1, set_config('synchronous_commit', 'off', true)) "
+        f"SELECT found.*, EXISTS (SELECT 1 FROM recorded) FROM found"
     )
 
 
@@ -492,7 +562,7 @@ def _deletion_detail(deletion: SandboxDeletion) -> str:
     if deletion.error:
         return deletion.error
     if not deletion.deleted_anything:
-        return "No snapshot and no repository to delete"
+        return NOTHING_TO_DELETE_DETAIL
     parts = [f"snapshot {deletion.snapshot.snapshot_id}" if deletion.snapshot else "no snapshot"]
     if deletion.repositories:
         parts.append("repositories " + ", ".join(deletion.repositories))

@@ -199,6 +199,7 @@ class GitHubEmulator:
         self._tokens: dict[str, datetime | None] = {self.token: None}
         self._apps: dict[int, _App] = {}
         self._faults: list[_Fault] = []
+        self._while_answering: list[list] = []  # [route, action, times left]
         self._lock = threading.RLock()
         self._next_id = 1000
         self._stopping = threading.Event()
@@ -364,6 +365,22 @@ class GitHubEmulator:
     def clear_faults(self):
         with self._lock:
             self._faults.clear()
+            self._while_answering.clear()
+
+    def while_answering(self, route: str, action, *, times: int = 1):
+        """Run `action()` after the next `times` answers of `route` are made and before they are sent:
+        the world changes while an answer is on its way, as it can between a listing and its use."""
+        with self._lock:
+            self._while_answering.append([route, action, times])
+
+    def _changes_while_answering(self, route: str) -> None:
+        names = {route, *_aliases(route)}
+        with self._lock:
+            due = [hook for hook in self._while_answering if hook[0] in names and hook[2] > 0]
+            for hook in due:
+                hook[2] -= 1
+        for _route_name, action, _times in due:
+            action()
 
     def _take_fault(self, route: str, kind: str) -> _Fault | None:
         names = {route, *_aliases(route)}
@@ -418,6 +435,7 @@ class GitHubEmulator:
                     raise
             raise _Response(fault.status, fault.body, fault.headers)  # done, but the answer is lost
         except _Response as answer:
+            self._changes_while_answering(route)
             return _answer(start_response, answer)
 
     def _authenticated(self, headers: dict[str, str]) -> str:

@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.db import connections
 from django.utils import timezone
 
 from accounts.models import AuditEvent
@@ -144,6 +145,31 @@ def test_delete_finds_a_repository_renamed_away_from_the_account_id_by_its_recor
     assert github.repository_names() == []
     [deleted] = github.calls("delete")
     assert deleted.path == "/repos/sandbox-org/alices-project"
+
+
+@pytest.mark.django_db(transaction=True)  # the run completes in the emulator's thread, on its own connection
+def test_delete_removes_the_repository_of_a_run_that_completed_while_the_listing_was_on_its_way(
+    github, people, api, run_queued_setups
+):
+    # A delete lists the host before it cancels the account's runs. A run that completes in between made
+    # a repository that the listing misses, and a snapshot that records it: the host is listed again.
+    alice = people.alice
+    queued = api.setup(alice.key).json()["runId"]
+
+    def run_completes():
+        [run] = run_queued_setups()
+        connections.close_all()  # this thread's own connection
+        assert run.status == SetupRun.Status.COMPLETED, run.error
+
+    github.while_answering("list", run_completes)
+    response = api.delete(alice.key)
+
+    assert response.status_code == 200, response.json()
+    assert response.json()["deleted_snapshot"]["github_repo"].endswith(repository_of(alice))
+    assert SetupRun.objects.get(pk=queued).status == SetupRun.Status.COMPLETED
+    assert github.repository_names() == []
+    assert len(github.calls("list")) == 2
+    assert not Snapshot.objects.filter(account=alice.account).exists()
 
 
 def test_setup_uses_the_repositorys_default_branch_and_never_pushes_a_main_beside_it(
