@@ -144,8 +144,16 @@ class SetupRunManager(models.Manager):
         # (None, False), try again. Where that read finds a run that finished
         # in between while the insert made a new one, the new one answers.
         # https://www.postgresql.org/docs/current/sql-insert.html#SQL-ON-CONFLICT
+        #
+        # Answered with the active run, the request changed nothing: its event
+        # is the statement's only write, and its commit does not wait for the
+        # disk (as a delete's that found nothing: accounts/audit.py,
+        # audit_record_many). Never inside a caller's transaction, whose
+        # commit the setting would relax too.
         quote = connection.ops.quote_name
         table = quote(self.model._meta.db_table)
+        relax = ("" if connection.in_atomic_block
+                 else ", CASE WHEN NOT created THEN set_config('synchronous_commit', 'off', true) END")
         run_columns, run_values = _insert_columns_and_values(run, connection)
         event_columns, event_values = _insert_columns_and_values(event, connection, leave_out={"run_id", "detail"})
         sql = f"""
@@ -164,7 +172,7 @@ class SetupRunManager(models.Manager):
                        CASE WHEN created THEN %s WHEN status = 'QUEUED' THEN %s ELSE %s END
                 FROM answer WHERE created OR NOT (status = 'EXECUTING' AND started_at < %s)
             )
-            SELECT id, status, started_at, created FROM answer
+            SELECT id, status, started_at, created{relax} FROM answer
         """
         parameters = [
             *run_values, run.account_id, *event_values,
@@ -179,7 +187,7 @@ class SetupRunManager(models.Manager):
             found = cursor.fetchone()
         if found is None:
             return None, False
-        run_id, status, started_at, created = found
+        run_id, status, started_at, created = found[:4]
         if created:
             run._state.adding, run._state.db = False, connection.alias
             return run, True

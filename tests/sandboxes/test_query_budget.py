@@ -16,6 +16,7 @@ delete costs more round trips).
 
 import pytest
 from django.db import connection, transaction
+from django.utils import timezone
 
 from accounts.audit import Actor, audit_event, audit_record_many
 from accounts.models import AuditEvent
@@ -164,6 +165,33 @@ def test_the_event_of_a_delete_that_found_nothing_is_committed_without_lasting_s
     assert response.json()["deleted_snapshot"] is None
     assert AuditEvent.objects.filter(account_ref=caller.account.pk, action=AuditEvent.Action.NOTHING_TO_DELETE).exists()
     assert _synchronous_commit() == "on"
+
+
+def test_the_event_of_a_setup_answered_with_the_queued_run_is_committed_without_lasting_settings(caller, api):
+    first = api.setup(caller.key).json()["runId"]
+
+    again = api.setup(caller.key).json()["runId"]
+
+    assert again == first
+    assert AuditEvent.objects.filter(run_id=first, detail="A run was already queued; answered with it").exists()
+    assert _synchronous_commit() == "on"
+
+
+def test_a_setup_inside_a_callers_transaction_never_relaxes_its_commit(caller):
+    with transaction.atomic():
+        run, created = SetupRun.objects.create_unless_active(
+            account=caller.account, api_key=caller.api_key, stale_before=timezone.now(),
+            request_event=audit_event(action=AuditEvent.Action.SETUP_REQUESTED, actor=Actor.command("tests"),
+                                      account=caller.account))
+        SetupRun.objects.create_unless_active(
+            account=caller.account, api_key=caller.api_key, stale_before=timezone.now(),
+            request_event=audit_event(action=AuditEvent.Action.SETUP_REQUESTED, actor=Actor.command("tests"),
+                                      account=caller.account))
+        relaxed_inside = _synchronous_commit()
+
+    assert created
+    assert relaxed_inside == "on"
+    assert AuditEvent.objects.filter(run_id=run.pk).count() == 2
 
 
 def test_an_event_recorded_inside_a_change_never_relaxes_the_changes_commit(caller):
