@@ -121,6 +121,15 @@ def audit_record(**fields) -> AuditEvent:
     return event
 
 
+# An SQL expression that makes the commit of the transaction it runs in asynchronous: PostgreSQL does not
+# wait for the disk before it answers. Evaluated in a statement that is a transaction of its own (in its
+# RETURNING or its SELECT, which run before the commit), it costs no round trip, and the setting ends
+# with that transaction. Only where the transaction's one write is the event of a request that changed
+# nothing (audit_record_many), and never inside a caller's transaction, whose commit it would relax too.
+# https://www.postgresql.org/docs/current/wal-async-commit.html
+ASYNC_COMMIT_SQL = "set_config('synchronous_commit', 'off', true)"
+
+
 def audit_record_many(events: Iterable[AuditEvent], *, durable: bool = True) -> list[AuditEvent]:
     """Save a batch of events.
 
@@ -131,7 +140,7 @@ def audit_record_many(events: Iterable[AuditEvent], *, durable: bool = True) -> 
     fraction of a second of it may lose that event, and nothing else; the
     client is not kept waiting for the flush of a record that nothing
     happened. Inside a transaction the event is committed with the change, as
-    every other event is. https://www.postgresql.org/docs/current/wal-async-commit.html
+    every other event is (ASYNC_COMMIT_SQL).
     """
     events = list(events)
     if len(events) == 1:
@@ -177,9 +186,6 @@ def _insert_sql(alias: str, *, durable: bool = True) -> str:
     meta = AuditEvent._meta
     columns = ", ".join(quote(field.column) for field in audit_insert_fields())
     placeholders = ", ".join(["%s"] * len(audit_insert_fields()))
-    # Not durable (PostgreSQL only): the statement is a transaction of its own, and setting
-    # synchronous_commit for the current transaction while it runs (RETURNING is evaluated before the
-    # commit) makes that commit asynchronous in the same round trip; the setting ends with it.
-    relax = "" if durable else ", set_config('synchronous_commit', 'off', true)"
+    relax = "" if durable else f", {ASYNC_COMMIT_SQL}"  # PostgreSQL only, outside a transaction: _insert
     return (f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders}) "
             f"RETURNING {quote(meta.auto_field.column)}{relax}")

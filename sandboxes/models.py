@@ -8,6 +8,8 @@ from django.db import IntegrityError, connections, models, router, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from accounts.audit import ASYNC_COMMIT_SQL
+
 
 class SnapshotManager(models.Manager):
     def renew(self, *, account_id, expires_at, event: models.Model) -> "Snapshot | None":
@@ -147,13 +149,12 @@ class SetupRunManager(models.Manager):
         #
         # Answered with the active run, the request changed nothing: its event
         # is the statement's only write, and its commit does not wait for the
-        # disk (as a delete's that found nothing: accounts/audit.py,
-        # audit_record_many). Never inside a caller's transaction, whose
-        # commit the setting would relax too.
+        # disk (accounts/audit.py, ASYNC_COMMIT_SQL); never inside a caller's
+        # transaction.
         quote = connection.ops.quote_name
         table = quote(self.model._meta.db_table)
         relax = ("" if connection.in_atomic_block
-                 else ", CASE WHEN NOT created THEN set_config('synchronous_commit', 'off', true) END")
+                 else f", CASE WHEN NOT created THEN {ASYNC_COMMIT_SQL} END")
         run_columns, run_values = _insert_columns_and_values(run, connection)
         event_columns, event_values = _insert_columns_and_values(event, connection, leave_out={"run_id", "detail"})
         sql = f"""

@@ -19,6 +19,7 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from accounts.audit import (
+    ASYNC_COMMIT_SQL,
     WORKER,
     Actor,
     audit_event,
@@ -483,14 +484,14 @@ def _cancel_runs_and_read_sql(alias: str, *, one: bool, record_nothing_left: boo
     if not record_nothing_left:
         return f"{canceling} {found}"
     # The event's INSERT writes a row only where nothing was found, and so nothing canceled: the statement's
-    # only write, whose commit the setting in its RETURNING makes asynchronous (accounts/audit.py, _insert_sql).
+    # only write, whose commit its RETURNING makes asynchronous (accounts/audit.py, ASYNC_COMMIT_SQL).
     columns = ", ".join(quote(field.column) for field in audit_insert_fields())
     placeholders = ", ".join(["%s"] * len(audit_insert_fields()))
     return (
         f"{canceling}, found AS ({found}), "
         f"recorded AS (INSERT INTO {quote(AuditEvent._meta.db_table)} ({columns}) SELECT {placeholders} FROM found "
         f"WHERE NOT found.live AND NOT found.run_canceled AND found.{quote(Snapshot._meta.pk.column)} IS NULL "
-        f"RETURNING 1, set_config('synchronous_commit', 'off', true)) "
+        f"RETURNING 1, {ASYNC_COMMIT_SQL}) "
         f"SELECT found.*, EXISTS (SELECT 1 FROM recorded) FROM found"
     )
 
